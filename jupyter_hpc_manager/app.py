@@ -1,0 +1,51 @@
+"""The Jupyter Server extension: builds the session manager from configuration at start-up,
+registers the REST handlers, and closes SSH connections when the server stops."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import TraitError
+
+from .api_handlers import handlers
+from .config import HPCManager
+from .sessions import SessionManager
+
+# Keys of cluster-status's reply; a cluster may not be named like one of them.
+RESERVED_NAMES = frozenset({"activeHpc", "updatedAt", "cached", "cacheAge", "cacheTtl"})
+
+
+class HPCManagerApp(ExtensionApp):
+    name = "jupyter_hpc_manager"
+    load_other_extensions = True
+    classes = [HPCManager]
+
+    def initialize_settings(self) -> None:
+        try:
+            config = HPCManager(parent=self.serverapp, log=self.log)
+            bad = RESERVED_NAMES & set(config.clusters)
+            if bad:
+                raise TraitError(f"cluster name(s) {', '.join(sorted(bad))} are reserved")
+            config.check()
+        except TraitError as exc:
+            # The extension manager would log and carry on without us; a researcher is better
+            # served by a server that refuses to start and says which setting is wrong.
+            self.log.critical("jupyter-hpc-manager: bad configuration: HPCManager.%s", exc)
+            sys.exit(1)
+        state_path = config.state_file or os.path.join(
+            jupyter_data_dir(), "jupyter_hpc_manager", "state.json")
+        self.manager = SessionManager(config, os.path.expanduser(state_path), self.log)
+        self.settings.update(hpc_manager=self.manager)
+        self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
+                      ", ".join(config.clusters) or "(none)", state_path)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers)
+
+    async def stop_extension(self) -> None:
+        manager = getattr(self, "manager", None)
+        if manager is not None:
+            manager.close()

@@ -1,0 +1,60 @@
+"""A one-value TTL cache for cluster status: answers from memory within the TTL, and makes
+concurrent refreshes share one query. The clock is injectable so tests can move it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CacheHit(Generic[T]):
+    value: T
+    age: float
+    cached: bool
+
+
+class TTLCache(Generic[T]):
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._value: T | None = None
+        self._stamp: float | None = None
+        self._inflight: asyncio.Future[T] | None = None
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        """Forget the value, and let the next caller start a new query instead of joining one
+        that began before whatever made the value stale."""
+        self._value = None
+        self._stamp = None
+        self._inflight = None
+        self._generation += 1
+
+    async def get(self, fetch: Callable[[], Awaitable[T]], refresh: bool = False) -> CacheHit[T]:
+        if not refresh and self._stamp is not None:
+            age = self.clock() - self._stamp
+            if age < self.ttl:
+                return CacheHit(self._value, age, True)  # type: ignore[arg-type]
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch(fetch))
+        value = await asyncio.shield(self._inflight)
+        return CacheHit(value, 0.0, False)
+
+    async def _fetch(self, fetch: Callable[[], Awaitable[T]]) -> T:
+        generation = self._generation
+        me = self._inflight
+        try:
+            value = await fetch()
+        finally:
+            if self._inflight is me:
+                self._inflight = None
+        if generation == self._generation:
+            self._value = value
+            self._stamp = self.clock()
+        return value

@@ -1,0 +1,281 @@
+"""Configuration: the clusters and the defaults, as traitlets with help text.
+
+``c.HPCManager.clusters`` maps a cluster name to a dict of ``ClusterConfig`` traits; the dicts are
+coerced into ``ClusterConfig`` objects at start-up and every bad value is reported by name."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from traitlets import (
+    Bool,
+    Dict,
+    Float,
+    HasTraits,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
+from traitlets.config import LoggingConfigurable
+
+from . import validation
+
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SAFE_WORD = re.compile(r"^[A-Za-z0-9_.,@%+=:/-]+$")
+
+
+class ClusterConfig(HasTraits):
+    """One cluster: how to reach its login node and how to run the IDE job there."""
+
+    name = Unicode(help="The cluster's name, as used in the REST API and the UI.")
+    host = Unicode(
+        help="Login node: a host name or address, or a Host alias from ~/.ssh/config."
+    )
+    port = Int(
+        0, help="SSH port of the login node; 0 means ~/.ssh/config's Port, else 22."
+    )
+    user = Unicode(
+        "", help="SSH user on the cluster; empty means ~/.ssh/config's User, else the local user."
+    )
+    identity_file = Unicode(
+        "",
+        help="Private key file; empty means ~/.ssh/config's IdentityFile, else ssh-agent and the "
+        "default keys in ~/.ssh.",
+    )
+    known_hosts = Unicode(
+        "",
+        help="Extra known_hosts file pinning the login node's key (checked with the system and "
+        "user known_hosts). Unknown or changed host keys are always refused.",
+    )
+    job_name = Unicode(
+        help="SLURM job name that marks this cluster's IDE job; one such job per user and cluster."
+    )
+    partition = Unicode("", help="SLURM partition (sbatch --partition); empty: the default.")
+    account = Unicode("", help="SLURM account (sbatch --account); empty: the user's default.")
+    prologue = Unicode(
+        "",
+        help="Shell lines run in the job before the IDE starts, e.g. 'module load code-server'.",
+    )
+    ide_command = Unicode(
+        "code-server",
+        help="Command that starts code-server on the compute node (the job adds --auth "
+        "password, --bind-addr and its folders).",
+    )
+    sbatch = Unicode(
+        "sbatch",
+        help="sbatch command on the login node (a full path if it is not on the PATH of a "
+        "non-interactive SSH session).",
+    )
+    squeue = Unicode("squeue", help="squeue command on the login node.")
+    scancel = Unicode("scancel", help="scancel command on the login node.")
+    extra_sbatch_args = List(
+        Unicode(), help="More sbatch options, one argv item each, e.g. ['--qos=interactive']."
+    )
+
+    @default("job_name")
+    def _default_job_name(self) -> str:
+        return f"hpc-code-{self.name}"
+
+    @validate("name")
+    def _check_name(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if not CLUSTER_NAME.match(value):
+            raise TraitError(f"cluster name {value!r} must match {CLUSTER_NAME.pattern}")
+        return str(value)
+
+    @validate("host")
+    def _check_host(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if not value or not SAFE_WORD.match(value):
+            raise TraitError(f"host {value!r} must be a host name, address or ssh-config alias")
+        return str(value)
+
+    @validate("port")
+    def _check_port(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 0 <= value <= 65535:
+            raise TraitError(f"port {value!r} must be 1-65535 (or 0 for the default)")
+        return int(value)
+
+    @validate("user")
+    def _check_user(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if value and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", value):
+            raise TraitError(f"user {value!r} is not a valid user name")
+        return str(value)
+
+    @validate("identity_file", "known_hosts")
+    def _check_file(self, proposal: Any) -> str:
+        value = os.path.expanduser(proposal["value"])
+        if value and not os.path.isfile(value):
+            raise TraitError(f"{proposal['trait'].name} {value!r} does not exist")
+        return value
+
+    @validate("job_name")
+    def _check_job_name(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if not JOB_NAME.match(value):
+            raise TraitError(f"job_name {value!r} must match {JOB_NAME.pattern}")
+        return str(value)
+
+    @validate("partition", "account")
+    def _check_word(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if value and not SAFE_WORD.match(value):
+            raise TraitError(f"{proposal['trait'].name} {value!r} holds characters SLURM "
+                             "names never use")
+        return str(value)
+
+    @validate("ide_command", "sbatch", "squeue", "scancel")
+    def _check_command(self, proposal: Any) -> str:
+        value = proposal["value"].strip()
+        if not value:
+            raise TraitError(f"{proposal['trait'].name} must not be empty")
+        return str(value)
+
+
+
+class HPCManager(LoggingConfigurable):
+    """Settings of jupyter-hpc-manager (``c.HPCManager.*`` in jupyter_server_config.py)."""
+
+    clusters = Dict(
+        config=True,
+        help="""Clusters by name, each a dict of settings: host (or ~/.ssh/config alias), port,
+        user, identity_file, known_hosts, job_name, partition, account, prologue, ide_command,
+        sbatch, squeue, scancel, extra_sbatch_args. Example:
+        {"gemini": {"host": "login.gemini.example.org", "user": "alice", "partition": "short"}}""",
+    )
+    default_hpc = Unicode(
+        "", config=True, help="Cluster used when a request names none; empty: the first one."
+    )
+    default_cpus = Unicode("2", config=True, help="CPUs of a launch that gives none.")
+    default_mem = Unicode("40G", config=True, help="Memory of a launch that gives none.")
+    default_time = Unicode(
+        "12:00:00", config=True,
+        help="Walltime of a launch that gives none (HH:MM:SS or D-HH:MM:SS).",
+    )
+    max_cpus = Int(128, config=True, help="Largest CPU count a user may ask for.")
+    cache_ttl = Int(
+        120, config=True,
+        help="Seconds cluster-status answers from its cache before it asks SLURM again.",
+    )
+    launch_timeout = Float(
+        120.0, config=True,
+        help="Seconds a launch waits for its job to run and its IDE to come up before it answers "
+        "'pending' (the job stays queued).",
+    )
+    poll_interval = Float(
+        1.0, config=True, help="Seconds between squeue polls while a launch waits."
+    )
+    stop_timeout = Float(
+        15.0, config=True,
+        help="Seconds a stop with cancelJob waits for the job to leave squeue.",
+    )
+    executor_threads = Int(
+        8, config=True, help="Threads that run blocking SSH work off the event loop."
+    )
+    ssh_timeout = Float(
+        15.0, config=True, help="Seconds to connect and authenticate to a login node."
+    )
+    command_timeout = Float(
+        30.0, config=True, help="Seconds a command on the login node may take."
+    )
+    keepalive_interval = Int(
+        30, config=True, help="Seconds between SSH keepalives on an idle connection (0: off)."
+    )
+    state_file = Unicode(
+        "", config=True,
+        help="Where the small record of sessions lives; empty: jupyter_hpc_manager/state.json "
+        "under Jupyter's data dir.",
+    )
+    ssh_config_file = Unicode(
+        "~/.ssh/config", config=True, help="OpenSSH client config read for host aliases."
+    )
+    use_system_known_hosts = Bool(
+        True, config=True,
+        help="Also trust /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts (keys are verified "
+        "either way).",
+    )
+
+    @validate("clusters")
+    def _coerce_clusters(self, proposal: Any) -> dict[str, ClusterConfig]:
+        out: dict[str, ClusterConfig] = {}
+        for name, spec in proposal["value"].items():
+            if isinstance(spec, ClusterConfig):
+                out[name] = spec
+                continue
+            if not isinstance(spec, dict):
+                raise TraitError(f"clusters[{name!r}] must be a dict of settings, not {spec!r}")
+            unknown = set(spec) - set(ClusterConfig.class_trait_names()) - {"name"}
+            if unknown:
+                raise TraitError(
+                    f"clusters[{name!r}] has unknown setting(s) {', '.join(sorted(unknown))}; "
+                    f"known: {', '.join(sorted(ClusterConfig.class_trait_names()))}"
+                )
+            if "host" not in spec:
+                raise TraitError(f"clusters[{name!r}] needs a 'host'")
+            try:
+                out[name] = ClusterConfig(name=name, **spec)
+            except TraitError as exc:
+                raise TraitError(f"clusters[{name!r}]: {exc}") from exc
+        job_names = [c.job_name for c in out.values()]
+        dup = {j for j in job_names if job_names.count(j) > 1}
+        if dup:
+            raise TraitError(
+                f"clusters share the job_name {', '.join(sorted(dup))}: each needs its own")
+        return out
+
+    @validate("default_cpus")
+    def _check_cpus(self, proposal: Any) -> str:
+        return str(self._check(validation.parse_cpus, proposal, self.max_cpus))
+
+    @validate("default_mem")
+    def _check_mem(self, proposal: Any) -> str:
+        return str(self._check(validation.parse_mem, proposal))
+
+    @validate("default_time")
+    def _check_time(self, proposal: Any) -> str:
+        return str(self._check(validation.parse_time, proposal))
+
+    @staticmethod
+    def _check(parse: Any, proposal: Any, *args: Any) -> Any:
+        try:
+            return parse(proposal["value"], *args)
+        except Exception as exc:
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r}: {exc}") from exc
+
+    @validate("max_cpus", "cache_ttl", "executor_threads")
+    def _check_positive_int(self, proposal: Any) -> int:
+        if proposal["value"] < (0 if proposal["trait"].name == "cache_ttl" else 1):
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} is too small")
+        return int(proposal["value"])
+
+    @validate("launch_timeout", "poll_interval", "stop_timeout", "ssh_timeout", "command_timeout")
+    def _check_positive_float(self, proposal: Any) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be above 0")
+        return float(proposal["value"])
+
+    def check(self) -> None:
+        """Cross-setting checks, run once at start-up after every trait is loaded."""
+        if not self.clusters:
+            self.log.warning("jupyter-hpc-manager: no clusters configured (c.HPCManager.clusters)")
+            return
+        if self.default_hpc and self.default_hpc not in self.clusters:
+            raise TraitError(
+                f"default_hpc {self.default_hpc!r} is not a configured cluster "
+                f"({', '.join(self.clusters)})"
+            )
+        validation.parse_cpus(self.default_cpus, self.max_cpus)
+
+    @property
+    def default_cluster(self) -> str | None:
+        if self.default_hpc:
+            return self.default_hpc
+        return next(iter(self.clusters), None)

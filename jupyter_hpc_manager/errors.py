@@ -1,0 +1,67 @@
+"""The one error hierarchy of jupyter-hpc-manager, each class carrying its HTTP status.
+
+    HPCError (500)                  base; never raised itself
+    ├── ValidationError (400)       bad user input or configuration value
+    ├── NotFoundError (404)         unknown cluster, no session, no such resource
+    ├── LockError (429)             a launch or stop already runs on that cluster
+    ├── JobError (500)              SLURM refused or lost the job (carries SLURM's message)
+    ├── TunnelError (500)           the path to the IDE on the compute node failed
+    ├── StateError (500)            the session record could not be saved
+    └── SshError (502)              the login node could not be reached or a command failed there
+        └── HostKeyError (502)      the login node's host key is unknown or has changed
+
+Foreign exceptions (paramiko, socket, SLURM's stderr) are mapped to these once, at the boundary
+where they happen, with ``raise ... from exc``; the REST layer turns them into the contract's
+error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HPCError(Exception):
+    """Base of every error this extension raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class ValidationError(HPCError):
+    status_code = 400
+
+
+class NotFoundError(HPCError):
+    status_code = 404
+
+
+class LockError(HPCError):
+    status_code = 429
+
+
+class JobError(HPCError):
+    status_code = 500
+
+
+class TunnelError(HPCError):
+    status_code = 500
+
+
+class StateError(HPCError):
+    status_code = 500
+
+
+class SshError(HPCError):
+    status_code = 502
+
+
+class HostKeyError(SshError):
+    pass

@@ -1,0 +1,306 @@
+"""SSH to the login nodes: one persistent paramiko Transport per cluster, shared by every command
+(and later every tunnel channel), host keys verified, reopened on the next call after a drop.
+
+Everything here blocks; callers run it in the manager's executor, never on the event loop.
+paramiko and socket errors are mapped to our errors here, once."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paramiko
+
+from .config import ClusterConfig
+from .errors import HostKeyError, SshError
+
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "~/.ssh/known_hosts")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    connect_timeout: float = 15.0
+    command_timeout: float = 30.0
+    keepalive_interval: int = 30
+    ssh_config_file: str = "~/.ssh/config"
+    use_system_known_hosts: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a cluster's login node really is, after ~/.ssh/config has been applied."""
+
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+
+    @property
+    def known_hosts_name(self) -> str:
+        # OpenSSH writes non-22 ports as [host]:port in known_hosts.
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def resolve_endpoint(cluster: ClusterConfig, ssh_config_file: str) -> Endpoint:
+    """Apply ~/.ssh/config to the cluster's host, as `ssh` would; explicit settings win."""
+    looked_up: dict = {}
+    path = os.path.expanduser(ssh_config_file)
+    if path and os.path.isfile(path):
+        looked_up = paramiko.SSHConfig.from_path(path).lookup(cluster.host)
+    identity = (
+        (cluster.identity_file,) if cluster.identity_file
+        else tuple(os.path.expanduser(p) for p in looked_up.get("identityfile", []))
+    )
+    return Endpoint(
+        hostname=looked_up.get("hostname", cluster.host),
+        port=cluster.port or int(looked_up.get("port", 22)),
+        user=cluster.user or looked_up.get("user") or getpass.getuser(),
+        identity_files=identity,
+    )
+
+
+class SSHConnection:
+    """The one Transport of one cluster. Thread-safe; opens itself lazily."""
+
+    def __init__(self, cluster: ClusterConfig, settings: SSHSettings,
+                 log: logging.Logger, on_connect: Callable[[], None] | None = None) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.log = log
+        self._on_connect = on_connect
+        self._lock = threading.Lock()
+        self._transport: paramiko.Transport | None = None
+
+    # -- connecting --------------------------------------------------------------------------
+    def _host_keys(self) -> paramiko.HostKeys:
+        keys = paramiko.HostKeys()
+        files = list(SYSTEM_KNOWN_HOSTS) if self.settings.use_system_known_hosts else []
+        if self.cluster.known_hosts:
+            files.append(self.cluster.known_hosts)
+        for f in files:
+            path = os.path.expanduser(f)
+            if os.path.isfile(path):
+                try:
+                    keys.load(path)
+                except (OSError, paramiko.SSHException) as exc:
+                    self.log.warning("jupyter-hpc-manager: cannot read known_hosts %s: %s",
+                                     path, exc)
+        return keys
+
+    def _verify_host_key(self, transport: paramiko.Transport, endpoint: Endpoint) -> None:
+        key = transport.get_remote_server_key()
+        name = endpoint.known_hosts_name
+        known = self._host_keys().lookup(name)
+        where = f"cluster {self.cluster.name!r} ({name})"
+        if known is None:
+            raise HostKeyError(
+                f"Host key of {where} is not known: refusing to connect. Its {key.get_name()} key "
+                f"is {fingerprint(key)}; if that is right, add it to known_hosts "
+                f"(ssh-keyscan -p {endpoint.port} {endpoint.hostname}).",
+                {"host": name, "fingerprint": fingerprint(key)},
+            )
+        expected = known.get(key.get_name())
+        if expected is None or expected != key:
+            raise HostKeyError(
+                f"Host key of {where} has CHANGED: it now offers {key.get_name()} "
+                f"{fingerprint(key)}, which known_hosts does not hold. Refusing to connect: "
+                "someone may be intercepting the connection, or the host was reinstalled.",
+                {"host": name, "fingerprint": fingerprint(key)},
+            )
+
+    def _auth(self, transport: paramiko.Transport, endpoint: Endpoint) -> None:
+        tried: list[str] = []
+        locked: list[str] = []
+        keys: list[tuple[str, paramiko.PKey]] = []
+        candidates = endpoint.identity_files or tuple(
+            p for p in (os.path.expanduser(k) for k in DEFAULT_KEYS) if os.path.isfile(p)
+        )
+        for path in candidates:
+            try:
+                keys.append((path, paramiko.PKey.from_path(path)))
+            except paramiko.PasswordRequiredException:
+                locked.append(path)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                if endpoint.identity_files:
+                    raise SshError(f"Cannot read the SSH key {path}: {exc}") from exc
+        agent = paramiko.Agent()
+        try:
+            keys.extend((f"ssh-agent key {k.get_name()}", k) for k in agent.get_keys())
+            for label, key in keys:
+                tried.append(label)
+                try:
+                    transport.auth_publickey(endpoint.user, key)
+                except paramiko.AuthenticationException:
+                    continue
+                if transport.is_authenticated():
+                    return
+        finally:
+            agent.close()
+        target = f"{endpoint.user}@{endpoint.hostname}:{endpoint.port}"
+        if locked and not tried:
+            raise SshError(
+                f"The SSH key {', '.join(locked)} for {target} is protected by a passphrase and "
+                "no ssh-agent offers it: load it into an agent (ssh-add) that the Jupyter server "
+                "can reach.",
+                {"host": endpoint.hostname},
+            )
+        raise SshError(
+            f"SSH authentication to {target} failed"
+            + (f" with {', '.join(tried)}" if tried else ": no key to offer (identity_file or "
+               "ssh-agent)"),
+            {"host": endpoint.hostname},
+        )
+
+    def _connect(self) -> paramiko.Transport:
+        endpoint = resolve_endpoint(self.cluster, self.settings.ssh_config_file)
+        where = f"{endpoint.hostname}:{endpoint.port}"
+        try:
+            sock = socket.create_connection(
+                (endpoint.hostname, endpoint.port), timeout=self.settings.connect_timeout
+            )
+        except OSError as exc:
+            raise SshError(
+                f"Cannot reach the login node of {self.cluster.name!r} at {where}: "
+                f"{exc.strerror or exc}",
+                {"host": endpoint.hostname},
+            ) from exc
+        # Without TCP_NODELAY every small request/answer pays Nagle's ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=self.settings.connect_timeout)
+            self._verify_host_key(transport, endpoint)
+            self._auth(transport, endpoint)
+        except SshError:
+            transport.close()
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            raise SshError(f"SSH to {where} for {self.cluster.name!r} failed: {exc}",
+                           {"host": endpoint.hostname}) from exc
+        if self.settings.keepalive_interval:
+            transport.set_keepalive(self.settings.keepalive_interval)
+        self.log.info("jupyter-hpc-manager: SSH connected to %s (%s@%s)",
+                      self.cluster.name, endpoint.user, where)
+        if self._on_connect:
+            self._on_connect()
+        return transport
+
+    def transport(self) -> paramiko.Transport:
+        """The open Transport, (re)opened if there is none or it has died."""
+        with self._lock:
+            if self._transport is None or not self._transport.is_active():
+                if self._transport is not None:
+                    self.log.info("jupyter-hpc-manager: SSH to %s was lost; reconnecting",
+                                  self.cluster.name)
+                    self._transport.close()
+                self._transport = None
+                self._transport = self._connect()
+            return self._transport
+
+    def _drop(self, transport: paramiko.Transport) -> None:
+        with self._lock:
+            if self._transport is transport:
+                self._transport = None
+        transport.close()
+
+    def open_session(self) -> paramiko.Channel:
+        """A new exec channel. A transport that only looked alive is replaced once: nothing ran
+        yet when opening the channel fails, so retrying cannot run a command twice."""
+        for attempt in (1, 2):
+            transport = self.transport()
+            try:
+                return transport.open_session(timeout=self.settings.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._drop(transport)
+                if attempt == 2:
+                    raise SshError(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- commands ----------------------------------------------------------------------------
+    def run(self, command: str, stdin: str | None = None,
+            timeout: float | None = None) -> CommandResult:
+        """Run one command line on the login node (its shell reads it: quote every value)."""
+        timeout = timeout or self.settings.command_timeout
+        chan = self.open_session()
+        deadline = time.monotonic() + timeout
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin.encode())
+            chan.shutdown_write()
+            out = bytearray()
+            while True:
+                chan.settimeout(max(0.1, deadline - time.monotonic()))
+                data = chan.recv(65536)
+                if not data:
+                    break
+                out += data
+            err = bytearray()
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            status = chan.recv_exit_status()
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+        except TimeoutError as exc:
+            raise SshError(
+                f"Command on {self.cluster.name!r} took longer than {timeout:.0f} s",
+                {"command": command.split(" ", 1)[0]},
+            ) from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SshError(f"SSH command on {self.cluster.name!r} failed: {exc}") from exc
+        finally:
+            chan.close()
+        return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+
+class SSHPool:
+    """One SSHConnection per configured cluster; counts the connections it opens."""
+
+    def __init__(self, clusters: dict[str, ClusterConfig], settings: SSHSettings,
+                 log: logging.Logger) -> None:
+        self.connections_opened = 0
+        self._count_lock = threading.Lock()
+        self._conns = {
+            name: SSHConnection(c, settings, log, on_connect=self._count)
+            for name, c in clusters.items()
+        }
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.connections_opened += 1
+
+    def __getitem__(self, name: str) -> SSHConnection:
+        return self._conns[name]
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stops what sandbox/up.sh started, by pid: the sandbox user's jobs first (their slurmstepd
+# outlives slurmd), then slurmd, slurmctld, munged and sshd. --slurm-only leaves munge and sshd.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SB="$(pwd)/.sandbox"
+SANDBOX_USER=${SANDBOX_USER:-hpcuser}
+
+stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait up to 15 s, then KILL
+  local pidfile=$1 name=$2 pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "[sandbox-down] stopping $name ($pid)"
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
+
+if [ -f /run/slurm/slurmctld.pid ] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 2>/dev/null; then
+  scancel -u "$SANDBOX_USER" 2>/dev/null
+  for _ in $(seq 1 40); do
+    [ -z "$(squeue -h -u "$SANDBOX_USER" 2>/dev/null)" ] && break; sleep 0.25
+  done
+fi
+stop_pid /run/slurm/slurmd.pid slurmd
+stop_pid /run/slurm/slurmctld.pid slurmctld
+[ "${1:-}" = "--slurm-only" ] && exit 0
+stop_pid /run/munge/munged.pid munged
+stop_pid "$SB/sshd.pid" sshd
+exit 0
