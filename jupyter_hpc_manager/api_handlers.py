@@ -11,7 +11,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .errors import HPCError, ValidationError
+from .errors import HPCError, NotFoundError, ValidationError
 from .sessions import SessionManager
 
 AUTH_RESOURCE = "hpc"
@@ -127,6 +127,17 @@ class StopHandler(HPCAPIHandler):
         self.write_json(await self.manager.stop(hpc, self.json_body()))
 
 
+class NotFoundHandler(HPCAPIHandler):
+    """Any other path under api/hpc/: a JSON 404 naming it, after the same auth checks."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        raise NotFoundError(f"No such endpoint: {self.request.method} api/hpc/{path}")
+
+    post = put = delete = patch = get
+
+
 # Relative routes; the ExtensionApp joins them to base_url. Path parameters take anything but a
 # slash, so a bad cluster name reaches validation and gets the contract's 400, not a bare 404.
 handlers: list[tuple[str, type[HPCAPIHandler]]] = [
@@ -137,4 +148,5 @@ handlers: list[tuple[str, type[HPCAPIHandler]]] = [
     (r"api/hpc/switch/([^/]+)", SwitchHandler),
     (r"api/hpc/stop", StopHandler),
     (r"api/hpc/stop/([^/]+)", StopHandler),
+    (r"api/hpc/(.*)", NotFoundHandler),
 ]

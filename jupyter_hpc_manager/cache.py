@@ -1,5 +1,5 @@
 """A one-value TTL cache for cluster status: answers from memory within the TTL, and makes
-concurrent refreshes share one query. The clock is injectable so tests can move it."""
+concurrent refreshes (and refreshes within ``min_refresh`` seconds of a query) share one query. The clock is injectable so tests can move it."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ class CacheHit(Generic[T]):
 
 
 class TTLCache(Generic[T]):
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic,
+                 min_refresh: float = 0.0) -> None:
         self.ttl = ttl
+        self.min_refresh = min_refresh
         self.clock = clock
         self._value: T | None = None
         self._stamp: float | None = None
@@ -37,9 +39,11 @@ class TTLCache(Generic[T]):
         self._generation += 1
 
     async def get(self, fetch: Callable[[], Awaitable[T]], refresh: bool = False) -> CacheHit[T]:
-        if not refresh and self._stamp is not None:
+        if self._stamp is not None:
             age = self.clock() - self._stamp
-            if age < self.ttl:
+            # A forced refresh right after a query shares that answer: many tabs or clicks
+            # must not turn into a stream of squeue calls on the login node.
+            if age < (self.min_refresh if refresh else self.ttl):
                 return CacheHit(self._value, age, True)  # type: ignore[arg-type]
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._fetch(fetch))

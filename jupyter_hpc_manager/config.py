@@ -165,6 +165,11 @@ class HPCManager(LoggingConfigurable):
         120, config=True,
         help="Seconds cluster-status answers from its cache before it asks SLURM again.",
     )
+    refresh_min_interval = Float(
+        1.0, config=True,
+        help="Seconds after a status query during which ?refresh=true shares that query's "
+        "answer instead of asking SLURM again (so many tabs cannot flood the login node).",
+    )
     launch_timeout = Float(
         120.0, config=True,
         help="Seconds a launch waits for its job to run and its IDE to come up before it answers "
@@ -249,6 +254,12 @@ class HPCManager(LoggingConfigurable):
             return parse(proposal["value"], *args)
         except Exception as exc:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r}: {exc}") from exc
+
+    @validate("refresh_min_interval")
+    def _check_non_negative(self, proposal: Any) -> float:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be 0 or more")
+        return float(proposal["value"])
 
     @validate("max_cpus", "cache_ttl", "executor_threads")
     def _check_positive_int(self, proposal: Any) -> int:

@@ -109,7 +109,8 @@ class SessionManager:
             log,
         )
         self.locks = {name: asyncio.Lock() for name in self.clusters}
-        self.cache: TTLCache[dict[str, Observation]] = TTLCache(config.cache_ttl, clock)
+        self.cache: TTLCache[dict[str, Observation]] = TTLCache(
+            config.cache_ttl, clock, min_refresh=config.refresh_min_interval)
         self.commands: collections.Counter[str] = collections.Counter()
         self.store = StateStore(state_path, log)
         record = self.store.load()

@@ -1,0 +1,193 @@
+"""Fixtures for tests against the real sandbox cluster (sandbox/up.sh): OpenSSH sshd on
+127.0.0.1:2222, SLURM, code-server. A sandbox that is not up fails the tests; it never skips."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / ".sandbox"
+SANDBOX_USER = "hpcuser"
+IDE_COMMAND = "/opt/jupyter-hpc-sandbox/bin/code-server"
+
+
+def _sandbox_cluster() -> dict:
+    """The settings sandbox/up.sh wrote; the sandbox must be up."""
+    key = SANDBOX / "hpcuser_ed25519"
+    known = SANDBOX / "known_hosts"
+    pid = SANDBOX / "sshd.pid"
+    if not (key.exists() and known.exists() and pid.exists()):
+        pytest.fail("the sandbox cluster is not up: run `make sandbox-up` (or `make test`)")
+    try:
+        os.kill(int(pid.read_text()), 0)
+    except (OSError, ValueError):
+        pytest.fail("the sandbox's sshd is not running: run `make sandbox-up`")
+    return {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "user": SANDBOX_USER,
+        "identity_file": str(key),
+        "known_hosts": str(known),
+        "partition": "debug",
+        "ide_command": IDE_COMMAND,
+    }
+
+
+@pytest.fixture(scope="session")
+def sandbox_cluster() -> dict:
+    return _sandbox_cluster()
+
+
+@pytest.fixture(scope="session")
+def cluster_tmp() -> pathlib.Path:
+    """A folder the cluster user can write (for canaries and the squeue counter)."""
+    path = pathlib.Path(f"/tmp/jhm-tests-{uuid.uuid4().hex[:8]}")
+    path.mkdir(mode=0o755)
+    user = pwd.getpwnam(SANDBOX_USER)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def counting_squeue(cluster_tmp: pathlib.Path) -> pathlib.Path:
+    """An squeue for the cluster that logs each call on the cluster side, so tests count the
+    queries that really ran there."""
+    script = cluster_tmp / "squeue-counting"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{cluster_tmp}/squeue-calls.log"\n'
+        'exec squeue "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def squeue_calls(cluster_tmp: pathlib.Path, job_name: str) -> int:
+    log = cluster_tmp / "squeue-calls.log"
+    if not log.exists():
+        return 0
+    return sum(f"--name={job_name} " in line + " " for line in log.read_text().splitlines())
+
+
+def slurm_jobs(user: str = SANDBOX_USER) -> list[dict]:
+    """The user's jobs as SLURM itself lists them (asked directly, not through our code)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-u", user, "-o", "%i|%j|%T"], capture_output=True, text=True,
+        check=True,
+    ).stdout
+    return [dict(zip(("id", "name", "state"), line.split("|"), strict=True))
+            for line in out.splitlines() if line.strip()]
+
+
+def cancel_all_jobs() -> None:
+    subprocess.run(["scancel", "-u", SANDBOX_USER], check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not slurm_jobs():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"jobs still queued after scancel: {slurm_jobs()}")
+
+
+@pytest.fixture
+def clean_slurm():
+    """No job of the sandbox user before or after the test."""
+    cancel_all_jobs()
+    yield
+    cancel_all_jobs()
+
+
+@pytest.fixture
+def cluster_settings(sandbox_cluster: dict, counting_squeue: pathlib.Path,
+                     cluster_tmp: pathlib.Path) -> dict:
+    """gemini and apollo on the sandbox, plus clusters that fail in known ways."""
+    good = dict(sandbox_cluster, squeue=str(counting_squeue))
+    wrong_key = cluster_tmp / "other_known_hosts"
+    if not wrong_key.exists():
+        # A known_hosts that names the sandbox with some other key: a changed host key.
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(cluster_tmp / "other_key")], check=True)
+        other = (cluster_tmp / "other_key.pub").read_text().split()[:2]
+        wrong_key.write_text(f"[127.0.0.1]:2222 {' '.join(other)}\n")
+    empty_known = cluster_tmp / "empty_known_hosts"
+    empty_known.touch()
+    return {
+        "gemini": dict(good, job_name="test-hpc-gemini"),
+        "apollo": dict(good, job_name="test-hpc-apollo"),
+        "broken": dict(good, job_name="test-hpc-broken", partition="nosuchpartition"),
+        "dies": dict(good, job_name="test-hpc-dies",
+                     prologue="echo 'module load: no such module code-server' >&2\nexit 3"),
+        "offline": dict(good, port=2299, job_name="test-hpc-offline"),
+        "stranger": dict(good, known_hosts=str(empty_known), job_name="test-hpc-stranger"),
+        "changed": dict(good, known_hosts=str(wrong_key), job_name="test-hpc-changed"),
+    }
+
+
+@pytest.fixture
+def hpc_config() -> dict:
+    """Per-test overrides of c.HPCManager (besides clusters)."""
+    return {"launch_timeout": 60.0, "poll_interval": 0.5, "use_system_known_hosts": False}
+
+
+@pytest.fixture
+def jp_server_config(cluster_settings: dict, hpc_config: dict, tmp_path: pathlib.Path):
+    from traitlets.config import Config
+
+    return Config({
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_hpc_manager": True},
+            "allow_unauthenticated_access": False,
+        },
+        "HPCManager": {
+            "clusters": cluster_settings,
+            "default_hpc": "gemini",
+            "state_file": str(tmp_path / "state" / "state.json"),
+            **hpc_config,
+        },
+    })
+
+
+@pytest.fixture
+def manager(jp_serverapp):
+    """The extension's SessionManager inside the test server."""
+    return jp_serverapp.web_app.settings["hpc_manager"]
+
+
+@pytest.fixture
+def api_raw(http_server_client, jp_auth_header, jp_base_url):
+    """Like api, with the path (after api/hpc/) sent exactly as given, already URL-encoded."""
+
+    async def call(method: str, path: str, body=None):
+        response = await http_server_client.fetch(
+            f"{jp_base_url}api/hpc/{path}", method=method, headers=dict(jp_auth_header),
+            body=json.dumps(body or {}) if method == "POST" else None, raise_error=False)
+        return response.code, json.loads(response.body)
+
+    return call
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call the contract: returns (status code, JSON body) and never raises on 4xx/5xx."""
+
+    async def call(method: str, *path: str, body=None, params=None, **kw):
+        kwargs = {"method": method, "raise_error": False, "params": params, **kw}
+        if method == "POST":
+            kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body or {})
+        response = await jp_fetch("api", "hpc", *path, **kwargs)
+        text = response.body.decode() if response.body else ""
+        return response.code, (json.loads(text) if text else None)
+
+    return call

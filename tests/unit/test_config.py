@@ -1,0 +1,71 @@
+"""Configuration: clusters coerced into ClusterConfig, bad values named in the error."""
+
+from __future__ import annotations
+
+import pytest
+from traitlets import TraitError
+from traitlets.config import Config
+
+from jupyter_hpc_manager.config import ClusterConfig, HPCManager
+
+
+def make(**hpc):
+    return HPCManager(config=Config({"HPCManager": hpc}))
+
+
+def test_clusters_become_cluster_configs_with_defaults():
+    m = make(clusters={"gemini": {"host": "login.example.org", "user": "alice"}})
+    c = m.clusters["gemini"]
+    assert isinstance(c, ClusterConfig)
+    assert (c.name, c.host, c.user, c.port) == ("gemini", "login.example.org", "alice", 0)
+    assert c.job_name == "hpc-code-gemini"
+    assert c.ide_command == "code-server"
+    assert m.default_cluster == "gemini"
+
+
+def test_defaults_of_the_contract():
+    m = make()
+    assert (m.default_cpus, m.default_mem, m.default_time) == ("2", "40G", "12:00:00")
+    assert (m.max_cpus, m.cache_ttl) == (128, 120)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"clusters": {"g": {"host": "h", "prot": 22}}}, "prot"),
+        ({"clusters": {"g": {"user": "u"}}}, "host"),
+        ({"clusters": {"g": {"host": "h", "port": 70000}}}, "70000"),
+        ({"clusters": {"g": {"host": "h; rm -rf /"}}}, "rm -rf"),
+        ({"clusters": {"g": {"host": "h", "identity_file": "/no/such/key"}}}, "/no/such/key"),
+        ({"clusters": {"g": {"host": "h", "job_name": "a b"}}}, "a b"),
+        ({"clusters": {"g": {"host": "h", "partition": "p;x"}}}, "p;x"),
+        ({"clusters": {"bad name": {"host": "h"}}}, "bad name"),
+        ({"clusters": {"a": {"host": "h", "job_name": "j"}, "b": {"host": "h", "job_name": "j"}}},
+         "job_name j"),
+        ({"clusters": {"g": "login.example.org"}}, "clusters['g']"),
+        ({"default_cpus": "abc"}, "abc"),
+        ({"default_cpus": "500"}, "500"),
+        ({"default_mem": "40"}, "default_mem"),
+        ({"default_time": "forever"}, "forever"),
+        ({"cache_ttl": -1}, "cache_ttl"),
+        ({"executor_threads": 0}, "executor_threads"),
+        ({"launch_timeout": 0}, "launch_timeout"),
+    ],
+)
+def test_bad_values_are_named(settings, named):
+    with pytest.raises(TraitError) as e:
+        make(**settings)
+    assert named in str(e.value)
+
+
+def test_default_hpc_must_be_a_cluster():
+    m = make(clusters={"gemini": {"host": "h"}}, default_hpc="apollo")
+    with pytest.raises(TraitError, match="apollo"):
+        m.check()
+
+
+def test_every_setting_has_help():
+    for name, trait in HPCManager.class_traits(config=True).items():
+        assert trait.help, name
+    for name, trait in ClusterConfig.class_traits().items():
+        assert trait.help, name

@@ -1,0 +1,216 @@
+"""Pure SLURM logic: durations, squeue lines, states, sbatch argv and the job script."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from jupyter_hpc_manager import slurm
+from jupyter_hpc_manager.slurm import JobRequest, JobState
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("4:56", 296),  # MM:SS
+        ("0:05", 5),
+        ("10:58:13", 39493),  # HH:MM:SS
+        ("1-00:00:00", 86400),  # D-HH:MM:SS
+        ("2-03:04:05", 2 * 86400 + 3 * 3600 + 4 * 60 + 5),
+        ("1-12", 36 * 3600),  # D-HH
+        ("1-12:30", 36 * 3600 + 1800),  # D-HH:MM
+        ("15", 900),  # bare minutes
+        ("INVALID", 0),  # what %L shows once the limit is reached
+        ("UNLIMITED", None),
+        ("NOT_SET", None),
+        ("N/A", None),
+        ("", None),
+    ],
+)
+def test_parse_duration(text, seconds):
+    assert slurm.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["abc", "1:2:3:4", "-5", "1-", "12h"])
+def test_parse_duration_rejects_garbage(text):
+    with pytest.raises(slurm.SlurmParseError):
+        slurm.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "hms", "human"),
+    [
+        (0, "00:00:00", "0s"),
+        (42, "00:00:42", "42s"),
+        (300, "00:05:00", "5m"),
+        (39493, "10:58:13", "10h 58m"),
+        (43200, "12:00:00", "12h 0m"),
+        (86400 + 7200 + 5, "1-02:00:05", "1d 2h"),
+        (-3, "00:00:00", "0s"),
+    ],
+)
+def test_format_duration_and_human(seconds, hms, human):
+    assert slurm.format_duration(seconds) == hms
+    assert slurm.format_human(seconds) == human
+
+
+def test_round_trip_durations():
+    for s in (1, 59, 60, 3599, 3600, 86399, 86400, 10 * 86400 + 1):
+        assert slurm.parse_duration(slurm.format_duration(s)) == s
+
+
+RUNNING = "28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|hpc-code-gemini|None"
+PENDING = "12|PENDING||12:00:00|12:00:00|64|40G|N/A|hpc-code-gemini|PartitionConfig"
+
+
+def test_parse_running_line():
+    job = slurm.parse_squeue_line(RUNNING)
+    assert job.job_id == "28692461"
+    assert job.state is JobState.RUNNING
+    assert job.node == "g-h-1-9-25"
+    assert job.time_left_seconds == 39493
+    assert job.time_limit_seconds == 43200
+    assert (job.cpus, job.memory) == ("2", "40G")
+    assert job.start_time == "2025-12-30T23:28:20"
+    assert job.reason is None
+
+
+def test_parse_pending_line_has_no_node_and_a_reason():
+    job = slurm.parse_squeue_line(PENDING)
+    assert job.state is JobState.PENDING
+    assert job.node is None  # empty node field
+    assert job.start_time is None  # N/A
+    assert job.reason == "PartitionConfig"
+
+
+def test_completing_job_is_idle_and_not_picked():
+    line = "7|COMPLETING|vm|0:00|5:00|1|1G|2026-11-26T14:36:52|hpc-code-gemini|None"
+    job = slurm.parse_squeue_line(line)
+    assert job.state is JobState.IDLE
+    assert slurm.pick_job([job], "hpc-code-gemini") is None
+
+
+def test_time_left_invalid_at_the_limit_means_zero():
+    line = "8|RUNNING|vm|INVALID|1:00|1|1G|2026-11-26T14:36:52|n|None"
+    assert slurm.parse_squeue_line(line).time_left_seconds == 0
+
+
+def test_unlimited_job():
+    line = "9|RUNNING|vm|UNLIMITED|UNLIMITED|1|1G|2026-11-26T14:36:52|n|None"
+    job = slurm.parse_squeue_line(line)
+    assert job.time_left_seconds is None and job.time_limit_seconds is None
+
+
+def test_reason_may_hold_the_delimiter():
+    job = slurm.parse_squeue_line("5|PENDING||1:00|1:00|1|1G|N/A|n|odd|reason")
+    assert job.reason == "odd|reason"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1|RUNNING|vm|4:56",  # too few fields
+        "x1|RUNNING|vm|4:56|5:00|1|1G|N/A|n|None",  # job id not a number
+        "1|WEIRDSTATE|vm|4:56|5:00|1|1G|N/A|n|None",  # a state we do not know
+        "1|RUNNING|vm|soon|5:00|1|1G|N/A|n|None",  # not a duration
+    ],
+)
+def test_odd_squeue_output_is_an_error_not_idle(line):
+    with pytest.raises(slurm.SlurmParseError):
+        slurm.parse_squeue(line + "\n")
+
+
+def test_parse_squeue_skips_blank_lines():
+    jobs = slurm.parse_squeue(f"\n{RUNNING}\n\n{PENDING}\n")
+    assert [j.job_id for j in jobs] == ["28692461", "12"]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("PENDING", JobState.PENDING), ("CONFIGURING", JobState.PENDING),
+        ("REQUEUED", JobState.PENDING), ("SUSPENDED", JobState.PENDING),
+        ("RUNNING", JobState.RUNNING),
+        ("COMPLETING", JobState.IDLE), ("COMPLETED", JobState.IDLE),
+        ("CANCELLED", JobState.IDLE), ("CANCELLED by 1000", JobState.IDLE),
+        ("TIMEOUT", JobState.IDLE), ("FAILED", JobState.IDLE),
+    ],
+)
+def test_map_state(state, expected):
+    assert slurm.map_state(state) is expected
+
+
+def test_pick_job_prefers_running_then_oldest():
+    def line(i, state, name="n"):
+        node = "vm" if state == "RUNNING" else ""
+        return slurm.parse_squeue_line(f"{i}|{state}|{node}|1:00|1:00|1|1G|N/A|{name}|None")
+
+    jobs = [line(30, "PENDING"), line(20, "RUNNING"), line(10, "PENDING"),
+            line(5, "RUNNING", name="other")]
+    assert slurm.pick_job(jobs, "n").job_id == "20"
+    assert slurm.pick_job(jobs[:1] + jobs[2:3], "n").job_id == "10"
+    assert slurm.pick_job(jobs, "absent") is None
+
+
+def test_sbatch_argv_carries_values_as_single_items():
+    argv = slurm.sbatch_argv("sbatch", "hpc-code-gemini", JobRequest(4, "40G", "1-00:00:00"),
+                             partition="short", account="proj1", extra_args=["--qos=ide"])
+    assert argv[0] == "sbatch"
+    assert "--parsable" in argv
+    assert "--job-name=hpc-code-gemini" in argv
+    assert "--cpus-per-task=4" in argv
+    assert "--mem=40G" in argv
+    assert "--time=1-00:00:00" in argv
+    assert "--partition=short" in argv and "--account=proj1" in argv
+    assert argv[-1] == "--qos=ide"
+    # Joined for the remote shell, every item comes back as it was.
+    assert shlex.split(slurm.shell_join(argv)) == argv
+
+
+def test_shell_join_neutralises_metacharacters():
+    nasty = ["echo", "a; touch /tmp/x", "$(id)", "`id`", "a\nb", "'q'", "a && b", "a | b"]
+    assert shlex.split(slurm.shell_join(nasty)) == nasty
+
+
+def test_no_partition_or_account_when_unset():
+    argv = slurm.sbatch_argv("sbatch", "j", JobRequest(1, "1G", "00:10:00"))
+    assert not any(a.startswith(("--partition", "--account")) for a in argv)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "job_id"),
+    [("12345\n", "12345"), ("12345;cluster1\n", "12345"),
+     ("site filter: ok\n777\n", "777")],
+)
+def test_parse_sbatch_job_id(stdout, job_id):
+    assert slurm.parse_sbatch_job_id(stdout) == job_id
+
+
+@pytest.mark.parametrize("stdout", ["", "\n", "Submitted batch job\n"])
+def test_parse_sbatch_job_id_refuses_no_id(stdout):
+    with pytest.raises(slurm.SlurmParseError):
+        slurm.parse_sbatch_job_id(stdout)
+
+
+def test_squeue_argv_uses_one_checked_format():
+    argv = slurm.squeue_argv("squeue", "hpc-code-gemini")
+    assert "--me" in argv and "--noheader" in argv
+    assert f"--format={slurm.SQUEUE_FORMAT}" in argv
+    assert slurm.SQUEUE_FORMAT.count("%") == len(slurm.SQUEUE_FIELDS)
+
+
+def test_job_script_has_prologue_ide_and_private_connection_file():
+    script = slurm.job_script("hpc-code-gemini", prologue="module load code-server/4",
+                              ide_command="/opt/cs/bin/code-server")
+    assert script.startswith("#!/bin/bash\n")
+    assert "module load code-server/4" in script
+    assert "/opt/cs/bin/code-server" in script
+    assert "umask 077" in script
+    assert 'PASSWORD="$secret"' in script  # the secret travels in the environment
+    assert "--auth password" in script
+    assert ".jupyter-hpc-manager" in script
+    # The secret is never on a command line of an external program.
+    for line in script.splitlines():
+        if "$secret" in line and "printf" not in line and "PASSWORD=" not in line:
+            assert line.strip().startswith("secret=")
