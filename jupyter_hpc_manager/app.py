@@ -49,3 +49,6 @@ class HPCManagerApp(ExtensionApp):
         manager = getattr(self, "manager", None)
         if manager is not None:
             manager.close()
+
+
+main = launch_new_instance = HPCManagerApp.launch_instance

@@ -1,5 +1,6 @@
 """A one-value TTL cache for cluster status: answers from memory within the TTL, and makes
-concurrent refreshes (and refreshes within ``min_refresh`` seconds of a query) share one query. The clock is injectable so tests can move it."""
+concurrent refreshes (and refreshes within ``min_refresh`` seconds of a query) share one query.
+The clock is injectable so tests can move it."""
 
 from __future__ import annotations
 

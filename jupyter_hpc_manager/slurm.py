@@ -316,7 +316,8 @@ PASSWORD="$secret" setsid {ide_command} \\
   "$HOME" &
 ide_pid=$!
 
-printf '{{"host": "%s", "port": %s, "password": "%s", "jobId": "%s"}}\\n' "$node" "$port" "$secret" "$SLURM_JOB_ID" > "$conn.tmp"
+fmt='{{"host": "%s", "port": %s, "password": "%s", "jobId": "%s"}}\\n'
+printf "$fmt" "$node" "$port" "$secret" "$SLURM_JOB_ID" > "$conn.tmp"
 mv -f "$conn.tmp" "$conn"
 
 wait "$ide_pid"

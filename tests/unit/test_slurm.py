@@ -60,7 +60,8 @@ def test_round_trip_durations():
         assert slurm.parse_duration(slurm.format_duration(s)) == s
 
 
-RUNNING = "28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|hpc-code-gemini|None"
+RUNNING = ("28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|"
+           "hpc-code-gemini|None")
 PENDING = "12|PENDING||12:00:00|12:00:00|64|40G|N/A|hpc-code-gemini|PartitionConfig"
 
 

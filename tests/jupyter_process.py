@@ -1,0 +1,95 @@
+"""A real `jupyter server` process with the extension, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+JUPYTER = str(pathlib.Path(sys.executable).with_name("jupyter"))
+TOKEN = "test-token-for-process-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`jupyter server` with the sandbox clusters, as a subprocess."""
+
+    def __init__(self, workdir: pathlib.Path, clusters: dict, extra: str = "") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.port = free_port()
+        self.config = workdir / "jupyter_server_config.py"
+        self.config.write_text(
+            "c = get_config()  # noqa\n"
+            f"c.HPCManager.clusters = {clusters!r}\n"
+            f"c.HPCManager.state_file = {str(workdir / 'state.json')!r}\n"
+            "c.HPCManager.launch_timeout = 60.0\n"
+            "c.HPCManager.poll_interval = 0.5\n"
+            + extra
+        )
+        self.log = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> subprocess.Popen:
+        (self.workdir / "root").mkdir(exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = self._popen(log)
+        if wait:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
+                try:
+                    if self.call("GET", "health")[0] == 200:
+                        return self.proc
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            raise AssertionError("server did not answer in 60 s")
+        return self.proc
+
+    def _popen(self, log) -> subprocess.Popen:
+        return subprocess.Popen(
+            [JUPYTER, "server", f"--config={self.config}", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
+             f"--ServerApp.root_dir={self.workdir / 'root'}", "--allow-root"],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime")},
+        )
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/hpc/{path}", method=method,
+            data=json.dumps(body or {}).encode() if method == "POST" else None,
+            headers={"Authorization": f"token {TOKEN}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
