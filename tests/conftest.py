@@ -12,41 +12,21 @@ import subprocess
 import time
 import uuid
 
+import jupyter_process
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SANDBOX = ROOT / ".sandbox"
+ROOT = jupyter_process.ROOT
 SANDBOX_USER = "hpcuser"
-IDE_COMMAND = "/opt/jupyter-hpc-sandbox/bin/code-server"
-
-
-def _sandbox_cluster() -> dict:
-    """The settings sandbox/up.sh wrote; the sandbox must be up."""
-    key = SANDBOX / "hpcuser_ed25519"
-    known = SANDBOX / "known_hosts"
-    pid = SANDBOX / "sshd.pid"
-    if not (key.exists() and known.exists() and pid.exists()):
-        pytest.fail("the sandbox cluster is not up: run `make sandbox-up` (or `make test`)")
-    try:
-        os.kill(int(pid.read_text()), 0)
-    except (OSError, ValueError):
-        pytest.fail("the sandbox's sshd is not running: run `make sandbox-up`")
-    return {
-        "host": "127.0.0.1",
-        "port": 2222,
-        "user": SANDBOX_USER,
-        "identity_file": str(key),
-        "known_hosts": str(known),
-        "partition": "debug",
-        "ide_command": IDE_COMMAND,
-    }
 
 
 @pytest.fixture(scope="session")
 def sandbox_cluster() -> dict:
-    return _sandbox_cluster()
+    try:
+        return jupyter_process.sandbox_cluster()
+    except jupyter_process.SandboxDown as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

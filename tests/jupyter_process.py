@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / ".sandbox"
 JUPYTER = str(pathlib.Path(sys.executable).with_name("jupyter"))
 TOKEN = "test-token-for-process-tests"
 
@@ -21,6 +23,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class SandboxDown(RuntimeError):
+    pass
+
+
+def sandbox_cluster() -> dict:
+    """Cluster settings for the sandbox that sandbox/up.sh started; SandboxDown if it is not up."""
+    key, known, pid = (SANDBOX / n for n in ("hpcuser_ed25519", "known_hosts", "sshd.pid"))
+    if not (key.exists() and known.exists() and pid.exists()):
+        raise SandboxDown("the sandbox cluster is not up: run `make sandbox-up` (or `make test`)")
+    try:
+        os.kill(int(pid.read_text()), 0)
+    except (OSError, ValueError) as exc:
+        raise SandboxDown("the sandbox's sshd is not running: run `make sandbox-up`") from exc
+    return {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "user": "hpcuser",
+        "identity_file": str(key),
+        "known_hosts": str(known),
+        "partition": "debug",
+        "ide_command": "/opt/jupyter-hpc-sandbox/bin/code-server",
+    }
 
 
 class Server:
