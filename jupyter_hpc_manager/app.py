@@ -10,12 +10,14 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import TraitError
 
-from .api_handlers import handlers
+from .api_handlers import handlers as api_handlers
 from .config import HPCManager
+from .proxy import handlers as proxy_handlers
 from .sessions import SessionManager
 
 # Keys of cluster-status's reply; a cluster may not be named like one of them.
-RESERVED_NAMES = frozenset({"activeHpc", "updatedAt", "cached", "cacheAge", "cacheTtl"})
+# ("code" would clash with the proxy's hpc/code/ URL.)
+RESERVED_NAMES = frozenset({"activeHpc", "updatedAt", "cached", "cacheAge", "cacheTtl", "code"})
 
 
 class HPCManagerApp(ExtensionApp):
@@ -37,13 +39,15 @@ class HPCManagerApp(ExtensionApp):
             sys.exit(1)
         state_path = config.state_file or os.path.join(
             jupyter_data_dir(), "jupyter_hpc_manager", "state.json")
-        self.manager = SessionManager(config, os.path.expanduser(state_path), self.log)
+        self.manager = SessionManager(config, os.path.expanduser(state_path), self.log,
+                                      base_url=self.serverapp.base_url if self.serverapp else "/")
         self.settings.update(hpc_manager=self.manager)
         self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
                       ", ".join(config.clusters) or "(none)", state_path)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(handlers)
+        self.handlers.extend(api_handlers)
+        self.handlers.extend(proxy_handlers)
 
     async def stop_extension(self) -> None:
         manager = getattr(self, "manager", None)

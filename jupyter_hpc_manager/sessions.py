@@ -9,20 +9,33 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import slurm, validation
 from .cache import TTLCache
 from .config import HPCManager
-from .errors import HPCError, JobError, LockError, SshError, ValidationError
+from .errors import (
+    HPCError,
+    JobError,
+    LockError,
+    NotFoundError,
+    SshError,
+    TunnelError,
+    ValidationError,
+)
+from .ide import IDEClient
 from .slurm import JobRequest, JobState, SqueueJob
 from .ssh import CommandResult, SSHPool, SSHSettings
 from .state import StateStore
+from .tunnel import Tunnel
 
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
@@ -54,12 +67,16 @@ class Session:
     walltime: str
     started_at: str | None = None
     node: str | None = None
+    # Held in memory only: where the IDE listens (with its password), the tunnel to it, and
+    # code-server's session cookie once the proxy has logged in.
     connection: Connection | None = field(default=None, repr=False, compare=False)
+    tunnel: Tunnel | None = field(default=None, repr=False, compare=False)
+    ide_cookie: str | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("connection")
-        return d
+        return {"hpc": self.hpc, "job_id": self.job_id, "status": self.status,
+                "cpus": self.cpus, "memory": self.memory, "walltime": self.walltime,
+                "started_at": self.started_at, "node": self.node}
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Session:
@@ -91,8 +108,9 @@ class Observation:
 
 class SessionManager:
     def __init__(self, config: HPCManager, state_path: str, log: logging.Logger,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, base_url: str = "/") -> None:
         self.config = config
+        self.base_url = base_url
         self.clusters = config.clusters
         self.log = log
         self.clock = clock
@@ -109,6 +127,12 @@ class SessionManager:
             log,
         )
         self.locks = {name: asyncio.Lock() for name in self.clusters}
+        # Separate from the launch/stop locks: attaching to an IDE (tunnel, login) waits its turn
+        # instead of answering 429.
+        self.attach_locks = {name: asyncio.Lock() for name in self.clusters}
+        # The tunnels' sockets: a folder only this server's user can enter (mkdtemp makes 0700).
+        self.tunnel_dir = tempfile.mkdtemp(prefix="jhm-tunnels-")
+        self.ide_client = IDEClient(self._tunnel_path, timeout=config.ssh_timeout)
         self.cache: TTLCache[dict[str, Observation]] = TTLCache(
             config.cache_ttl, clock, min_refresh=config.refresh_min_interval)
         self.commands: collections.Counter[str] = collections.Counter()
@@ -206,7 +230,9 @@ class SessionManager:
             await self._save()
 
     def _forget(self, hpc: str) -> None:
-        self.sessions.pop(hpc, None)
+        session = self.sessions.pop(hpc, None)
+        if session is not None:
+            self._detach(session)
         if self.active_hpc == hpc:
             running = [h for h, s in self.sessions.items() if s.status == JobState.RUNNING.value]
             self.active_hpc = running[0] if running else None
@@ -228,6 +254,78 @@ class SessionManager:
                            {"hpc": hpc, "jobId": job_id}) from exc
         return Connection(host, port, password)
 
+    # -- the IDE ---------------------------------------------------------------------------------
+    def ide_url(self, hpc: str) -> str:
+        return f"{self.base_url.rstrip('/')}/hpc/{hpc}/code/"
+
+    def _tunnel_path(self, hpc: str) -> str | None:
+        session = self.sessions.get(hpc)
+        return session.tunnel.path if session and session.tunnel else None
+
+    def _open_tunnel(self, session: Session) -> None:
+        if session.tunnel is None and session.connection is not None:
+            path = os.path.join(self.tunnel_dir, f"{session.hpc}-{session.job_id}.sock")
+            session.tunnel = Tunnel(self.pool[session.hpc], session.connection.host,
+                                    session.connection.port, path, self.log)
+
+    def _detach(self, session: Session) -> None:
+        if session.tunnel is not None:
+            session.tunnel.close()
+            self.log.info("jupyter-hpc-manager: closed the tunnel to %s job %s",
+                          session.hpc, session.job_id)
+        session.tunnel = None
+        session.ide_cookie = None
+
+    async def _ide_ready(self, session: Session) -> bool:
+        """TCP through the tunnel and an HTTP answer from code-server, then a login."""
+        self._open_tunnel(session)
+        if not await self.ide_client.healthy(session.hpc):
+            return False
+        assert session.connection is not None
+        session.ide_cookie = await self.ide_client.login(session.hpc,
+                                                         session.connection.password)
+        return True
+
+    async def ide_session(self, hpc: str | None) -> Session:
+        """The running session whose IDE the proxy should serve, attached (tunnel open, logged
+        in). NotFoundError when there is none: the proxy shows a page saying so."""
+        if hpc is None:
+            hpc = self.active_hpc
+            if hpc is None:
+                raise NotFoundError("No VS Code session is active.")
+        if hpc not in self.clusters:
+            raise NotFoundError(f"There is no cluster named {hpc[:64]!r}.")
+        session = self.sessions.get(hpc)
+        if session is None or session.status != JobState.RUNNING.value:
+            raise NotFoundError(f"No VS Code session is running on {hpc}.")
+        if session.ide_cookie is None or session.tunnel is None:
+            async with self.attach_locks[hpc]:
+                if session.ide_cookie is None or session.tunnel is None:
+                    await self._attach(session)
+        return session
+
+    async def _attach(self, session: Session) -> None:
+        if session.connection is None:
+            session.connection = await self._read_connection(session.hpc, session.job_id)
+            if session.connection is None:
+                raise NotFoundError(f"VS Code on {session.hpc} has not started yet.")
+        if not await self._ide_ready(session):
+            raise TunnelError(f"VS Code on {session.hpc} (node {session.node}) does not answer.",
+                              {"hpc": session.hpc})
+        self.log.info("jupyter-hpc-manager: attached to VS Code on %s (job %s, node %s)",
+                      session.hpc, session.job_id, session.node)
+
+    async def relogin(self, session: Session) -> None:
+        """code-server forgot our session (it restarted, or the cookie expired): log in again,
+        once for however many requests noticed."""
+        stale = session.ide_cookie
+        async with self.attach_locks[session.hpc]:
+            if session.ide_cookie == stale and session.connection is not None:
+                self.log.info("jupyter-hpc-manager: logging in to VS Code on %s again",
+                              session.hpc)
+                session.ide_cookie = await self.ide_client.login(session.hpc,
+                                                                 session.connection.password)
+
     async def _log_tail(self, hpc: str, job_id: str) -> str:
         path = slurm.log_file(self.clusters[hpc].job_name, job_id)
         result = await self._run(hpc, "tail", slurm.shell_join(["tail", "-n", "20", "--", path]))
@@ -239,6 +337,10 @@ class SessionManager:
         out: dict[str, Any] = {}
         for hpc, obs in hit.value.items():
             out[hpc] = _cluster_entry(obs, hit.age)
+            session = self.sessions.get(hpc)
+            if (out[hpc]["status"] == JobState.RUNNING.value and session is not None
+                    and session.job_id == out[hpc]["jobId"]):
+                out[hpc]["url"] = self.ide_url(hpc)
         out.update(
             activeHpc=self.active_hpc,
             updatedAt=utcnow_iso() if not hit.cached else self._updated_at(hit.age),
@@ -256,11 +358,7 @@ class SessionManager:
     def status(self) -> dict[str, Any]:
         c = self.config
         return {
-            "sessions": {
-                hpc: (self.sessions[hpc].to_api() if hpc in self.sessions
-                      else {"status": JobState.IDLE.value})
-                for hpc in self.clusters
-            },
+            "sessions": {hpc: self._session_api(hpc) for hpc in self.clusters},
             "activeHpc": self.active_hpc,
             "config": {
                 "defaultHpc": c.default_cluster,
@@ -271,6 +369,15 @@ class SessionManager:
                 "clusters": list(self.clusters),
             },
         }
+
+    def _session_api(self, hpc: str) -> dict[str, Any]:
+        session = self.sessions.get(hpc)
+        if session is None:
+            return {"status": JobState.IDLE.value}
+        d = session.to_api()
+        if session.status == JobState.RUNNING.value:
+            d["url"] = self.ide_url(hpc)
+        return d
 
     def _parse_launch(self, body: dict[str, Any]) -> tuple[str, JobRequest]:
         c = self.config
@@ -357,21 +464,25 @@ class SessionManager:
             session.cpus, session.memory = job.cpus, job.memory
             session.walltime = _normal_duration(job.time_limit, job.time_limit_seconds)
             if job.state is JobState.RUNNING:
-                connection = await self._read_connection(hpc, job_id)
-                if connection is not None:
-                    session.connection = connection
+                if session.connection is None:
+                    session.connection = await self._read_connection(hpc, job_id)
+                if session.connection is not None and await self._ide_ready(session):
                     self.active_hpc = hpc
                     await self._save()
                     status = "connected" if existing else "running"
                     self.log.info("jupyter-hpc-manager: %s session on %s: job %s on node %s",
                                   status, hpc, job_id, job.node)
-                    return {"status": status, "jobId": job_id, "node": job.node, "hpc": hpc}
+                    return {"status": status, "jobId": job_id, "node": job.node, "hpc": hpc,
+                            "url": self.ide_url(hpc)}
             if self.clock() >= deadline:
                 await self._save()
                 self.log.info("jupyter-hpc-manager: job %s on %s still %s after %.0f s",
                               job_id, hpc, job.slurm_state.lower(), self.config.launch_timeout)
+                reason = job.reason
+                if job.state is JobState.RUNNING:
+                    reason = "The job runs; VS Code is still starting"
                 return {"status": "pending", "jobId": job_id, "node": job.node, "hpc": hpc,
-                        "reason": job.reason}
+                        "reason": reason}
             await asyncio.sleep(self.config.poll_interval)
 
     async def switch(self, hpc: Any) -> dict[str, Any]:
@@ -436,6 +547,10 @@ class SessionManager:
                          "scancel", ", ".join(sorted(ids)), hpc, self.config.stop_timeout)
 
     def close(self) -> None:
+        for session in self.sessions.values():
+            self._detach(session)
+        self.ide_client.close()
+        shutil.rmtree(self.tunnel_dir, ignore_errors=True)
         self.pool.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
