@@ -252,6 +252,10 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
 
     # -- websockets --------------------------------------------------------------------------------
     async def _websocket(self, *args: str) -> None:
+        # Refuse other sites before anything reaches the IDE (tornado checks again on upgrade).
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            raise web.HTTPError(403, "Cross-origin websocket refused")
         hpc, path = self._split(args)
         session = await self.manager.ide_session(hpc)
         protocols = [p.strip() for p in

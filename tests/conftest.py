@@ -89,9 +89,18 @@ def clean_slurm():
     cancel_all_jobs()
 
 
+@pytest.fixture(scope="session")
+def echo_ide(cluster_tmp: pathlib.Path) -> str:
+    """tests/resources/echo_ide.py where the cluster user can run it, as an ide_command."""
+    target = cluster_tmp / "echo_ide.py"
+    shutil.copy(ROOT / "tests" / "resources" / "echo_ide.py", target)
+    target.chmod(0o755)
+    return f"python3 {target}"
+
+
 @pytest.fixture
 def cluster_settings(sandbox_cluster: dict, counting_squeue: pathlib.Path,
-                     cluster_tmp: pathlib.Path) -> dict:
+                     cluster_tmp: pathlib.Path, echo_ide: str) -> dict:
     """gemini and apollo on the sandbox, plus clusters that fail in known ways."""
     good = dict(sandbox_cluster, squeue=str(counting_squeue))
     wrong_key = cluster_tmp / "other_known_hosts"
@@ -112,6 +121,8 @@ def cluster_settings(sandbox_cluster: dict, counting_squeue: pathlib.Path,
         "offline": dict(good, port=2299, job_name="test-hpc-offline"),
         "stranger": dict(good, known_hosts=str(empty_known), job_name="test-hpc-stranger"),
         "changed": dict(good, known_hosts=str(wrong_key), job_name="test-hpc-changed"),
+        "echo1": dict(good, job_name="test-hpc-echo1", ide_command=echo_ide),
+        "echo2": dict(good, job_name="test-hpc-echo2", ide_command=echo_ide),
     }
 
 

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""A small HTTP server that speaks code-server's login protocol, for proxy tests and benchmarks.
+
+Started by the job script like code-server (``--bind-addr HOST:PORT``, password in $PASSWORD).
+POST /login with the password sets the ``code-server-session`` cookie; /healthz is open; every
+other path needs the cookie (401 without it) and:
+  /echo      any method: JSON of what arrived (method, path, query, headers, body size, sha256)
+  /big?n=N   N bytes, streamed in 64 KiB pieces
+  /small     a few bytes
+  /redirect-abs, /redirect-rel, /redirect-ext   redirects of each kind
+  /set-cookie                                   sets a cookie and tries to set the session cookie
+  /expire    forgets every session (the next request gets 401)
+  /whoami    the SLURM job id and port of this server
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sys
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PASSWORD = os.environ.get("PASSWORD", "")
+SESSIONS: set[str] = set()
+CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes = b"", headers: dict | None = None,
+              ctype: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _authed(self) -> bool:
+        for part in self.headers.get("Cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "code-server-session" and value in SESSIONS:
+                return True
+        return False
+
+    def handle_any(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        body = self._body()
+        if url.path == "/healthz":
+            return self._send(200, b'{"status":"alive"}', ctype="application/json")
+        if url.path == "/login" and self.command == "POST":
+            form = urllib.parse.parse_qs(body.decode())
+            if form.get("password", [""])[0] == PASSWORD and PASSWORD:
+                token = secrets.token_hex(16)
+                SESSIONS.add(token)
+                return self._send(302, headers={
+                    "Location": "./", "Set-Cookie": f"code-server-session={token}; Path=/"})
+            return self._send(200, b"login page: wrong password")
+        if not self._authed():
+            return self._send(401, b"unauthorized")
+        if url.path == "/echo":
+            info = {"method": self.command, "path": url.path, "query": url.query,
+                    "headers": dict(self.headers.items()), "cookies": self.headers.get("Cookie"),
+                    "bodyLength": len(body), "bodySha256": hashlib.sha256(body).hexdigest()}
+            return self._send(200, json.dumps(info).encode(), ctype="application/json")
+        if url.path == "/big":
+            n = int(urllib.parse.parse_qs(url.query).get("n", ["0"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            while n > 0:
+                piece = CHUNK[: min(n, len(CHUNK))]
+                self.wfile.write(piece)
+                n -= len(piece)
+            return None
+        if url.path == "/small":
+            return self._send(200, b"ok")
+        if url.path == "/redirect-abs":
+            return self._send(302, headers={"Location": "/echo?from=abs"})
+        if url.path == "/redirect-rel":
+            return self._send(302, headers={"Location": "./echo?from=rel"})
+        if url.path == "/redirect-ext":
+            return self._send(302, headers={"Location": "https://example.org/elsewhere"})
+        if url.path == "/set-cookie":
+            self.send_response(200)
+            self.send_header("Set-Cookie", "theme=dark; Path=/")
+            self.send_header("Set-Cookie", "code-server-session=stolen; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if url.path == "/expire":
+            SESSIONS.clear()
+            return self._send(200, b"expired")
+        if url.path == "/whoami":
+            info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1]}
+            return self._send(200, json.dumps(info).encode(), ctype="application/json")
+        return self._send(404, b"not found")
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    host, port = args[args.index("--bind-addr") + 1].rsplit(":", 1)
+    ThreadingHTTPServer.daemon_threads = True
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
