@@ -23,9 +23,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from jupyter_process import SANDBOX, TOKEN, Server, sandbox_cluster  # noqa: E402
-
 from jupyter_hpc_manager import slurm  # noqa: E402
+
+from jupyter_process import SANDBOX, TOKEN, Server, sandbox_cluster  # noqa: E402
 
 HEADERS = {"Authorization": f"token {TOKEN}"}
 

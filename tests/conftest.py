@@ -12,8 +12,9 @@ import subprocess
 import time
 import uuid
 
-import jupyter_process
 import pytest
+
+import jupyter_process
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 

@@ -10,6 +10,7 @@ import time
 import urllib.parse
 
 import pytest
+
 from conftest import slurm_jobs, squeue_calls
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -8,6 +8,7 @@ import stat
 import subprocess
 
 import pytest
+
 from conftest import ROOT, slurm_jobs
 from jupyter_process import JUPYTER, Server
 
