@@ -37,8 +37,10 @@ lint: venv
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit
 
+# Browser tests drive Playwright's sync API: their own pytest run, away from asyncio test loops.
 test: sandbox-up lint
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest tests --ignore=tests/browser
+	$(VENV)/bin/pytest tests/browser
 
 bench: sandbox-up
 	$(PY) bench/status.py

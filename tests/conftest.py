@@ -9,7 +9,6 @@ import pathlib
 import pwd
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -19,7 +18,7 @@ import jupyter_process
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 ROOT = jupyter_process.ROOT
-SANDBOX_USER = "hpcuser"
+SANDBOX_USER = jupyter_process.SANDBOX_USER
 
 
 @pytest.fixture(scope="session")
@@ -62,32 +61,12 @@ def squeue_calls(cluster_tmp: pathlib.Path, job_name: str) -> int:
     return sum(f"--name={job_name} " in line + " " for line in log.read_text().splitlines())
 
 
-def slurm_jobs(user: str = SANDBOX_USER) -> list[dict]:
-    """The user's jobs as SLURM itself lists them (asked directly, not through our code)."""
-    out = subprocess.run(
-        ["squeue", "-h", "-u", user, "-o", "%i|%j|%T"], capture_output=True, text=True,
-        check=True,
-    ).stdout
-    return [dict(zip(("id", "name", "state"), line.split("|"), strict=True))
-            for line in out.splitlines() if line.strip()]
-
-
-def cancel_all_jobs() -> None:
-    subprocess.run(["scancel", "-u", SANDBOX_USER], check=False)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not slurm_jobs():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"jobs still queued after scancel: {slurm_jobs()}")
-
-
 @pytest.fixture
 def clean_slurm():
     """No job of the sandbox user before or after the test."""
-    cancel_all_jobs()
+    jupyter_process.cancel_all_jobs()
     yield
-    cancel_all_jobs()
+    jupyter_process.cancel_all_jobs()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / ".sandbox"
+SANDBOX_USER = "hpcuser"
 JUPYTER = str(pathlib.Path(sys.executable).with_name("jupyter"))
 TOKEN = "test-token-for-process-tests"
 
@@ -23,6 +24,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def slurm_jobs(user: str = SANDBOX_USER) -> list[dict]:
+    """The user's jobs as SLURM itself lists them (asked directly, not through our code)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-u", user, "-o", "%i|%j|%T"], capture_output=True, text=True,
+        check=True,
+    ).stdout
+    return [dict(zip(("id", "name", "state"), line.split("|"), strict=True))
+            for line in out.splitlines() if line.strip()]
+
+
+def cancel_all_jobs() -> None:
+    subprocess.run(["scancel", "-u", SANDBOX_USER], check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not slurm_jobs():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"jobs still queued after scancel: {slurm_jobs()}")
 
 
 class SandboxDown(RuntimeError):
@@ -52,8 +73,12 @@ def sandbox_cluster() -> dict:
 class Server:
     """`jupyter server` with the sandbox clusters, as a subprocess."""
 
-    def __init__(self, workdir: pathlib.Path, clusters: dict, extra: str = "") -> None:
+    token = TOKEN
+
+    def __init__(self, workdir: pathlib.Path, clusters: dict, extra: str = "",
+                 base_url: str = "/") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.base_url = base_url
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "jupyter_server_config.py"
@@ -91,14 +116,15 @@ class Server:
             [JUPYTER, "server", f"--config={self.config}", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
-             f"--ServerApp.root_dir={self.workdir / 'root'}", "--allow-root"],
+             f"--ServerApp.root_dir={self.workdir / 'root'}", "--allow-root",
+             f"--ServerApp.base_url={self.base_url}"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime")},
         )
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/api/hpc/{path}", method=method,
+            f"{self.url}api/hpc/{path}", method=method,
             data=json.dumps(body or {}).encode() if method == "POST" else None,
             headers={"Authorization": f"token {TOKEN}"})
         try:
@@ -106,6 +132,10 @@ class Server:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

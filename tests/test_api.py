@@ -11,7 +11,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import slurm_jobs, squeue_calls
+from conftest import squeue_calls
+from jupyter_process import slurm_jobs
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 HMS = re.compile(r"^(\d+-)?\d\d:\d\d:\d\d$")

@@ -7,8 +7,7 @@ import asyncio
 import subprocess
 import time
 
-from conftest import slurm_jobs
-from jupyter_process import SANDBOX
+from jupyter_process import SANDBOX, slurm_jobs
 
 
 async def launch(api, hpc: str, **body) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from conftest import slurm_jobs
+from jupyter_process import slurm_jobs
 
 WORKBENCH_JS = pathlib.Path(
     "/opt/jupyter-hpc-sandbox/code-server/lib/node_modules/code-server/lib/vscode/out/vs/code/"

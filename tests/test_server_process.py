@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, slurm_jobs
-from jupyter_process import JUPYTER, Server
+from jupyter_process import JUPYTER, ROOT, Server, slurm_jobs
 
 
 @pytest.fixture
