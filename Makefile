@@ -44,6 +44,7 @@ test: sandbox-up lint
 
 bench: sandbox-up
 	$(PY) bench/status.py
+	$(PY) bench/proxy.py
 
 demo: sandbox-up
 	bash sandbox/demo.sh $(DEMO_PORT)

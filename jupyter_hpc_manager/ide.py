@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import socket
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+import paramiko
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.netutil import Resolver
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
+from .channelstream import ChannelTCPClient
 from .errors import TunnelError
 
 SESSION_COOKIE = "code-server-session"
@@ -38,13 +40,24 @@ class TunnelResolver(Resolver):
         return [(socket.AF_UNIX, path)]
 
 
-class IDEClient:
-    """One HTTP client for every IDE this server talks to, connecting through tunnels only."""
+class _ChannelHTTPClient(SimpleAsyncHTTPClient):
+    def initialize(  # type: ignore[override]
+            self, open_channel: Callable[[str], Awaitable[paramiko.Channel]],
+            **kwargs: Any) -> None:
+        super().initialize(**kwargs)
+        self.tcp_client = ChannelTCPClient(open_channel)
 
-    def __init__(self, lookup: Callable[[str], str | None], timeout: float = 15.0) -> None:
+
+class IDEClient:
+    """One HTTP client for every IDE this server talks to, connecting through tunnels only:
+    HTTP over channels it reads itself, websockets over the tunnels' private sockets."""
+
+    def __init__(self, lookup: Callable[[str], str | None],
+                 open_channel: Callable[[str], Awaitable[paramiko.Channel]],
+                 timeout: float = 15.0) -> None:
         self.resolver = TunnelResolver(lookup=lookup)
-        self.http = SimpleAsyncHTTPClient(force_instance=True, resolver=self.resolver,
-                                          max_clients=256)
+        self.http = _ChannelHTTPClient(force_instance=True, open_channel=open_channel,
+                                       max_clients=256)
         self.timeout = timeout
 
     def url(self, hpc: str, path: str, scheme: str = "http") -> str:

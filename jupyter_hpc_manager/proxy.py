@@ -32,6 +32,9 @@ HOP_BY_HOP = frozenset({
 DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "host"})
 JUPYTER_COOKIE_PREFIXES = ("username-", "jupyterhub-", "_xsrf")
 WS_MAX_MESSAGE = 256 * 1024 * 1024
+# How much of a download may be on its way to the browser before the proxy waits for it to be
+# taken: large enough that waiting is rare, small enough that nothing is held whole.
+FLUSH_BYTES = 512 * 1024
 _END = object()
 
 
@@ -204,7 +207,14 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
             if state["retry"]:
                 return None
             self.write(chunk)
-            return self.flush()
+            sent = self.flush()  # on its way now, whatever its size (streams stay live)
+            state["pending"] = state.get("pending", 0) + len(chunk)
+            if state["pending"] < FLUSH_BYTES:
+                sent.add_done_callback(_retrieve)
+                return None
+            # Back-pressure: read more from the IDE once the browser has taken this much.
+            state["pending"] = 0
+            return sent
 
         request = HTTPRequest(
             self.manager.ide_client.url(session.hpc, path),
@@ -346,6 +356,12 @@ class SlashHandler(JupyterHandler):
     def get(self, *args: str) -> None:
         query = f"?{self.request.query}" if self.request.query else ""
         self.redirect(self.request.path + "/" + query)
+
+
+def _retrieve(future: Any) -> None:
+    """A write the proxy did not wait for: its error (a closed browser) shows up elsewhere."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _wants_login(code: int, headers: httputil.HTTPHeaders) -> bool:

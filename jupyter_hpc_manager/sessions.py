@@ -31,7 +31,7 @@ from .errors import (
     TunnelError,
     ValidationError,
 )
-from .ide import IDEClient
+from .ide import TUNNEL_DOMAIN, IDEClient
 from .slurm import JobRequest, JobState, SqueueJob
 from .ssh import CommandResult, SSHPool, SSHSettings
 from .state import StateStore
@@ -132,7 +132,8 @@ class SessionManager:
         self.attach_locks = {name: asyncio.Lock() for name in self.clusters}
         # The tunnels' sockets: a folder only this server's user can enter (mkdtemp makes 0700).
         self.tunnel_dir = tempfile.mkdtemp(prefix="jhm-tunnels-")
-        self.ide_client = IDEClient(self._tunnel_path, timeout=config.ssh_timeout)
+        self.ide_client = IDEClient(self._tunnel_path, self._ide_channel,
+                                    timeout=config.ssh_timeout)
         self.cache: TTLCache[dict[str, Observation]] = TTLCache(
             config.cache_ttl, clock, min_refresh=config.refresh_min_interval)
         self.commands: collections.Counter[str] = collections.Counter()
@@ -261,6 +262,14 @@ class SessionManager:
     def _tunnel_path(self, hpc: str) -> str | None:
         session = self.sessions.get(hpc)
         return session.tunnel.path if session and session.tunnel else None
+
+    async def _ide_channel(self, host: str) -> Any:
+        """A channel to the IDE named by its tunnel host name (the HTTP client's 'connect')."""
+        hpc = host[: -len(TUNNEL_DOMAIN)] if host.endswith(TUNNEL_DOMAIN) else ""
+        session = self.sessions.get(hpc)
+        if session is None or session.tunnel is None:
+            raise TunnelError(f"No tunnel to {hpc or host}")
+        return await self._blocking(session.tunnel.open_channel)
 
     def _open_tunnel(self, session: Session) -> None:
         if session.tunnel is None and session.connection is not None:

@@ -1,5 +1,7 @@
-"""Tunnels to the IDE: a private UNIX socket on the Jupyter host whose every connection becomes a
-direct-tcpip channel to the IDE's node:port through the cluster's one SSH transport.
+"""Tunnels to the IDE: direct-tcpip channels to the IDE's node:port through the cluster's one SSH
+transport, handed out directly (the proxy's HTTP client reads them on the event loop) or through
+a private UNIX socket on the Jupyter host, whose every connection becomes such a channel (for
+the websocket client, which only connects to addresses).
 
 The socket lives in a 0700 folder made for this server, so no other user of the Jupyter host
 can connect to it (and the IDE behind it still asks for its password). No TCP port is opened
@@ -13,10 +15,11 @@ import logging
 import os
 import socket
 import threading
+import weakref
 
 import paramiko
 
-from .errors import HPCError
+from .errors import HPCError, TunnelError
 from .ssh import SSHConnection
 
 BUFFER = 256 * 1024
@@ -33,6 +36,7 @@ class Tunnel:
         self._closed = False
         self._lock = threading.Lock()
         self._pairs: set[tuple[socket.socket, paramiko.Channel]] = set()
+        self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,7 +49,18 @@ class Tunnel:
 
     @property
     def connections(self) -> int:
-        return len(self._pairs)
+        return len(self._pairs) + len(self._channels)
+
+    def open_channel(self) -> paramiko.Channel:
+        """A channel to the IDE for a caller that reads it itself (the proxy's HTTP client);
+        closed with the tunnel. Blocking: run it in an executor."""
+        chan = self.ssh.open_channel(self.host, self.port)
+        with self._lock:
+            if self._closed:
+                chan.close()
+                raise TunnelError(f"The tunnel to {self.ssh.cluster.name!r} is closed")
+            self._channels.add(chan)
+        return chan
 
     def _accept(self) -> None:
         while not self._closed:
@@ -112,12 +127,15 @@ class Tunnel:
                 return
             self._closed = True
             pairs = list(self._pairs)
+            channels = list(self._channels)
         # shutdown() wakes the accept() in the listener thread; close() alone may not.
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        for chan in channels:
+            chan.close()
         for client, chan in pairs:
             chan.close()
             with contextlib.suppress(OSError):

@@ -80,6 +80,17 @@ async def test_every_method_and_body_reaches_the_ide(ide, launched, jp_serverapp
     assert r.code == 200 and r.body == b""
 
 
+async def test_a_large_upload_streams_through_a_full_ssh_window(ide, launched):
+    """20 MB is ten times the SSH window sshd grants: the upload must wait for the window to
+    reopen, again and again, and arrive whole."""
+    await launched("echo1")
+    body = os.urandom(20 * 1024 * 1024)
+    r = await ide("echo1", "code", "echo", method="PUT", body=body, request_timeout=120)
+    info = json.loads(r.body)
+    assert (info["bodyLength"], info["bodySha256"]) == (len(body),
+                                                        hashlib.sha256(body).hexdigest())
+
+
 async def test_jupyter_credentials_stay_with_jupyter_and_hop_by_hop_headers_are_dropped(
         ide, launched):
     await launched("echo1")

@@ -30,6 +30,7 @@ CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
 
     def log_message(self, *args: object) -> None:
         pass
@@ -41,9 +42,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
+        # Headers and body in one write, as a real server does for a small answer.
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Benchmark of the IDE data path against the sandbox, baselines measured in the same run.
+
+An HTTP server on the node (tests/resources/echo_ide.py, started by a real SLURM job like the
+IDE, with the job's password) is fetched three ways:
+  (a) through our Jupyter proxy:  {base_url}hpc/bench/code/...  (Jupyter token)
+  (b) through OpenSSH `ssh -L` to the same server
+  (c) directly, without SSH
+Measured: a 100 MiB download (MB/s), small requests sequentially and 8 at a time (p50/p95 ms).
+Targets: throughput (a) >= 0.6 of (b); small-request p50 of (a) within 3 ms of (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import pathlib
+import pwd
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from jupyter_process import TOKEN, Server, cancel_all_jobs, free_port, sandbox_cluster  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+class Target:
+    def __init__(self, name: str, port: int, prefix: str, headers: dict) -> None:
+        self.name, self.port, self.prefix, self.headers = name, port, prefix, headers
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def get(self, conn: http.client.HTTPConnection, path: str, sink: bool = False) -> int:
+        conn.request("GET", self.prefix + path, headers=self.headers)
+        response = conn.getresponse()
+        n = 0
+        if sink:
+            while chunk := response.read(MIB):
+                n += len(chunk)
+        else:
+            n = len(response.read())
+        if response.status != 200:
+            raise SystemExit(f"{self.name}: GET {path} -> {response.status}")
+        return n
+
+
+def login(port: int, password: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/login", body=urllib.parse.urlencode({"password": password}),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+    if response.status != 302 or not cookie:
+        raise SystemExit(f"login to the bench server failed: {response.status}")
+    return cookie
+
+
+def throughput(t: Target, size: int, runs: int) -> float:
+    best = 0.0
+    for _ in range(runs):
+        conn = t.connect()
+        t0 = time.perf_counter()
+        n = t.get(conn, f"big?n={size}", sink=True)
+        elapsed = time.perf_counter() - t0
+        conn.close()
+        assert n == size, (t.name, n)
+        best = max(best, size / elapsed / 1e6)
+    return best
+
+
+def small_sequential(t: Target, n: int) -> list[float]:
+    conn = t.connect()
+    for _ in range(20):
+        t.get(conn, "small")
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        t.get(conn, "small")
+        out.append(time.perf_counter() - t0)
+    conn.close()
+    return out
+
+
+def small_concurrent(t: Target, n: int, workers: int = 8) -> tuple[list[float], float]:
+    out: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        conn = t.connect()
+        mine = []
+        for _ in range(n // workers):
+            t0 = time.perf_counter()
+            t.get(conn, "small")
+            mine.append(time.perf_counter() - t0)
+        conn.close()
+        with lock:
+            out.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return out, len(out) / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("-n", type=int, default=400, help="small requests per measurement")
+    args = parser.parse_args()
+    cluster = sandbox_cluster()
+    cancel_all_jobs()
+    with tempfile.TemporaryDirectory(prefix="jhm-bench-") as tmp:
+        ide_dir = pathlib.Path(tempfile.mkdtemp(prefix="jhm-bench-ide-"))
+        ide_dir.chmod(0o755)
+        shutil.copy(ROOT / "tests" / "resources" / "echo_ide.py", ide_dir / "echo_ide.py")
+        server = Server(pathlib.Path(tmp), {"bench": dict(
+            cluster, job_name="bench-proxy", ide_command=f"python3 {ide_dir / 'echo_ide.py'}")})
+        server.start()
+        tunnel = None
+        try:
+            code, reply = server.call("POST", "launch", {"hpc": "bench", "mem": "1G"})
+            if code != 200 or reply.get("status") != "running":
+                raise SystemExit(f"launch failed: {reply}")
+            home = pwd.getpwnam(cluster["user"]).pw_dir
+            conn_file = pathlib.Path(home, ".jupyter-hpc-manager", f"job-{reply['jobId']}.json")
+            info = json.loads(conn_file.read_text())
+            node, port = info["host"], int(info["port"])
+            cookie = login(port, info["password"])
+
+            local = free_port()
+            tunnel = subprocess.Popen([
+                "ssh", "-N", "-p", str(cluster["port"]), "-i", cluster["identity_file"],
+                "-o", f"UserKnownHostsFile={cluster['known_hosts']}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-L", f"127.0.0.1:{local}:{node}:{port}", f"{cluster['user']}@{cluster['host']}"])
+            for _ in range(100):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", local)) == 0:
+                        break
+                time.sleep(0.1)
+            targets = [
+                Target("(a) Jupyter proxy", server.port, "/hpc/bench/code/",
+                       {"Authorization": f"token {TOKEN}"}),
+                Target("(b) ssh -L", local, "/", {"Cookie": cookie}),
+                Target("(c) direct", port, "/", {"Cookie": cookie}),
+            ]
+            size = args.size_mib * MIB
+            rows = {}
+            for t in targets:
+                mbps = throughput(t, size, args.runs)
+                seq = small_sequential(t, args.n)
+                conc, rate = small_concurrent(t, args.n)
+                rows[t.name] = (mbps, pct(seq, 0.5), pct(seq, 0.95), pct(conc, 0.5),
+                                pct(conc, 0.95), rate)
+        finally:
+            if tunnel is not None:
+                tunnel.terminate()
+                tunnel.wait()
+            server.call("POST", "stop/bench", {"cancelJob": True})
+            server.stop()
+            shutil.rmtree(ide_dir, ignore_errors=True)
+
+    print()
+    print(f"| path | {args.size_mib} MiB download MB/s | small seq p50 ms | p95 ms | "
+          "8 concurrent p50 ms | p95 ms | req/s (8 concurrent) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r[0]:.0f} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | "
+              f"{r[5]:.0f} |")
+    a, b = rows["(a) Jupyter proxy"], rows["(b) ssh -L"]
+    print()
+    print(f"throughput a/b = {a[0] / b[0]:.2f} (target >= 0.6)")
+    print(f"small sequential p50 a-b = {a[1] - b[1]:+.2f} ms (target <= 3 ms); "
+          f"8 concurrent p50 a-b = {a[3] - b[3]:+.2f} ms")
+    print(f"median of sequential p50s: a={a[1]:.2f} b={b[1]:.2f} "
+          f"(ratio {a[1] / b[1]:.2f}); statistics over {args.n} requests each")
+    _ = statistics
+
+
+if __name__ == "__main__":
+    main()
