@@ -6,23 +6,40 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SANDBOX := .sandbox
 DEMO_PORT ?= 8888
+# jlpm (JupyterLab's yarn) and jupyter come from the project's environment.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) \
+	labextension/package.json labextension/tsconfig.json
 
-.PHONY: install venv sandbox-install sandbox-up sandbox-down test test-unit lint bench demo demo-stop clean
+.PHONY: install venv labextension sandbox-install sandbox-up sandbox-down test lint bench demo \
+	demo-stop clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The editable install builds the JupyterLab extension (labextension/) with hatch-jupyter-builder
+# and copies it into the environment; a link in place of the copy makes later rebuilds
+# (`make labextension`) live.
+LABEXT_INSTALLED := $(VENV)/share/jupyter/labextensions/jupyter-hpc-manager
+$(VENV)/.installed: pyproject.toml labextension/package.json labextension/yarn.lock
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test,dev,demo]'
+	cp labextension/install.json jupyter_hpc_manager/labextension/
+	rm -rf $(LABEXT_INSTALLED)
+	ln -s $(CURDIR)/jupyter_hpc_manager/labextension $(LABEXT_INSTALLED)
 	touch $@
+
+jupyter_hpc_manager/labextension/package.json: $(LABEXT_SOURCES) | venv
+	cd labextension && jlpm install && jlpm build
+	cp labextension/install.json jupyter_hpc_manager/labextension/
+
+labextension: venv jupyter_hpc_manager/labextension/package.json
 
 sandbox-install:
 	bash sandbox/install.sh
 
-install: venv sandbox-install
+install: venv labextension sandbox-install
 
 sandbox-up: install
 	bash sandbox/up.sh
@@ -30,12 +47,10 @@ sandbox-up: install
 sandbox-down:
 	bash sandbox/down.sh
 
-lint: venv
+lint: venv labextension
 	$(VENV)/bin/ruff check jupyter_hpc_manager tests bench
 	$(VENV)/bin/mypy
-
-test-unit: venv
-	$(VENV)/bin/pytest tests/unit
+	cd labextension && jlpm lint
 
 # Browser tests drive Playwright's sync API: their own pytest run, away from asyncio test loops.
 test: sandbox-up lint
@@ -53,4 +68,4 @@ demo-stop:
 	-bash sandbox/demo.sh --stop
 
 clean: sandbox-down
-	rm -rf $(VENV) $(SANDBOX)
+	rm -rf $(VENV) .sandbox labextension/node_modules labextension/lib jupyter_hpc_manager/labextension

@@ -13,4 +13,6 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "jupyter_hpc_manager", "app": HPCManagerApp}]
 
 
-# The JupyterLab sidebar (labextension/) will add _jupyter_labextension_paths here.
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    # Built from labextension/ into jupyter_hpc_manager/labextension by the wheel's build hook.
+    return [{"src": "labextension", "dest": "jupyter-hpc-manager"}]

@@ -1,0 +1,507 @@
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { post, requestAPI } from './request';
+import {
+  DEFAULT_SETTINGS,
+  IClusterEntry,
+  IClusterStatus,
+  ILaunchReply,
+  ISettings,
+  IStatus,
+  IStatusConfig,
+  STATUS_KEYS
+} from './tokens';
+import { checkCpus, checkMem, checkTime, formatDuration } from './validate';
+
+type Progress = 'submitted' | 'pending' | 'running' | 'ready';
+const PROGRESS: Progress[] = ['submitted', 'pending', 'running', 'ready'];
+
+interface ICard {
+  root: HTMLElement;
+  hpc: string;
+  entry: IClusterEntry | null;
+  fetchedAt: number; // ms, when entry.timeLeftSeconds was true
+  form: { cpus: HTMLInputElement; mem: HTMLInputElement; time: HTMLInputElement } | null;
+  progress: Progress | null;
+  busy: boolean;
+  warned: boolean;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls = '',
+  text = ''
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (cls) {
+    node.className = cls;
+  }
+  if (text) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function message(error: unknown): string {
+  return (error as Error)?.message || String(error);
+}
+
+/**
+ * The HPC sidebar: one card per configured cluster with its state, a live countdown, launch,
+ * open, switch and stop; polls gently, faster while something is pending.
+ */
+export class HPCPanel extends Widget {
+  constructor() {
+    super();
+    this.id = 'jupyter-hpc-manager-panel';
+    this.addClass('jp-HPCPanel');
+    const header = el('div', 'jp-HPCPanel-header');
+    header.appendChild(el('h2', 'jp-HPCPanel-title', 'HPC clusters'));
+    const refresh = el('button', 'jp-Button jp-mod-styled jp-HPCPanel-refresh', 'Refresh');
+    refresh.title = 'Ask SLURM now';
+    refresh.onclick = () => void this.refresh(true);
+    header.appendChild(refresh);
+    this.node.appendChild(header);
+    this._status = el('div', 'jp-HPCPanel-status');
+    this.node.appendChild(this._status);
+    this._list = el('div', 'jp-HPCPanel-list');
+    this.node.appendChild(this._list);
+    this._ticker = window.setInterval(() => this._tick(), 1000);
+  }
+
+  settings: ISettings = { ...DEFAULT_SETTINGS };
+
+  get config(): IStatusConfig | null {
+    return this._config;
+  }
+
+  get activeHpc(): string | null {
+    return this._active;
+  }
+
+  entry(hpc: string): IClusterEntry | null {
+    return this._cards.get(hpc)?.entry ?? null;
+  }
+
+  dispose(): void {
+    window.clearInterval(this._ticker);
+    window.clearTimeout(this._timer);
+    super.dispose();
+  }
+
+  /** Load the configuration (defaults, clusters), then start polling. */
+  async start(): Promise<void> {
+    try {
+      const status = await requestAPI<IStatus>('status');
+      this._config = status.config;
+      this._active = status.activeHpc;
+      for (const hpc of status.config.clusters) {
+        this._card(hpc);
+      }
+    } catch (error) {
+      this._status.textContent = `Cannot reach the HPC manager: ${message(error)}`;
+    }
+    await this.refresh(false);
+  }
+
+  /** One cluster-status call; refresh=true skips the server's cache. */
+  async refresh(force: boolean): Promise<void> {
+    window.clearTimeout(this._timer);
+    try {
+      const status = await requestAPI<IClusterStatus>(
+        force ? 'cluster-status?refresh=true' : 'cluster-status'
+      );
+      this._apply(status);
+      this._status.textContent = '';
+    } catch (error) {
+      this._status.textContent = `Cannot reach the HPC manager: ${message(error)}`;
+    }
+    this._schedule();
+  }
+
+  /** Launch (or reconnect) on a cluster with the card's form values; resolves to the reply. */
+  async launch(hpc: string, values?: Partial<Record<'cpus' | 'mem' | 'time', string>>) {
+    const card = this._card(hpc);
+    const config = this._config;
+    const form = card.form;
+    const body = {
+      hpc,
+      cpus: values?.cpus ?? form?.cpus.value ?? config?.defaultCpus ?? '2',
+      mem: values?.mem ?? form?.mem.value ?? config?.defaultMem ?? '40G',
+      time: values?.time ?? form?.time.value ?? config?.defaultTime ?? '12:00:00'
+    };
+    const problem =
+      checkCpus(body.cpus, config?.maxCpus ?? 128) || checkMem(body.mem) || checkTime(body.time);
+    if (problem) {
+      Notification.error(`Launch on ${hpc}: ${problem}`, { autoClose: 8000 });
+      return null;
+    }
+    card.busy = true;
+    this._setProgress(card, 'submitted');
+    // The launch waits on the server until the IDE is up; follow the job meanwhile.
+    const follow = window.setInterval(() => void this._follow(card), 2000);
+    try {
+      const reply = await post<ILaunchReply>('launch', body);
+      if (reply.status === 'pending') {
+        this._setProgress(card, 'pending');
+        Notification.info(
+          `Job ${reply.jobId} on ${hpc} is queued${reply.reason ? ` (${reply.reason})` : ''}.`,
+          { autoClose: 8000 }
+        );
+      } else {
+        this._setProgress(card, 'ready');
+      }
+      return reply;
+    } catch (error) {
+      this._setProgress(card, null);
+      Notification.error(`Launch on ${hpc} failed: ${message(error)}`, { autoClose: false });
+      return null;
+    } finally {
+      window.clearInterval(follow);
+      card.busy = false;
+      await this.refresh(true);
+    }
+  }
+
+  async switchTo(hpc: string): Promise<void> {
+    try {
+      await post(`switch/${encodeURIComponent(hpc)}`);
+      this._active = hpc;
+      await this.refresh(false);
+    } catch (error) {
+      Notification.error(message(error), { autoClose: 8000 });
+    }
+  }
+
+  /** Ask, then stop (and maybe cancel the job). */
+  async stop(hpc: string): Promise<void> {
+    const body = new Widget();
+    const label = el('label', 'jp-HPCPanel-cancel');
+    const box = el('input');
+    box.type = 'checkbox';
+    box.checked = true;
+    box.className = 'jp-HPCPanel-cancelJob';
+    label.append(box, ' also cancel the SLURM job (ends the session; unsaved work is lost)');
+    body.node.append(
+      el(
+        'p',
+        '',
+        `Stop VS Code on ${hpc}? Without cancelling, the job keeps running and a
+      later launch reconnects to it.`
+      ),
+      label
+    );
+    const result = await showDialog({
+      title: `Stop VS Code on ${hpc}`,
+      body,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop' })]
+    });
+    if (!result.button.accept) {
+      return;
+    }
+    const card = this._card(hpc);
+    card.busy = true;
+    this._render(card);
+    try {
+      await post(`stop/${encodeURIComponent(hpc)}`, { cancelJob: box.checked });
+      // The user ended it: no "session has ended" notice on the next refresh.
+      card.entry = null;
+      Notification.info(
+        box.checked ? `Cancelled the job on ${hpc}.` : `Stopped; the job on ${hpc} keeps running.`,
+        { autoClose: 5000 }
+      );
+    } catch (error) {
+      Notification.error(`Stop on ${hpc} failed: ${message(error)}`, { autoClose: false });
+    } finally {
+      card.busy = false;
+      card.progress = null;
+      await this.refresh(true);
+    }
+  }
+
+  openVSCode(hpc: string, target?: Window | null): void {
+    const url = this.entry(hpc)?.url;
+    if (!url) {
+      Notification.warning(`No VS Code session is running on ${hpc}.`, { autoClose: 5000 });
+      target?.close();
+      return;
+    }
+    if (target) {
+      target.location.href = url;
+    } else {
+      window.open(url, '_blank', 'noopener');
+    }
+  }
+
+  // -- internals ------------------------------------------------------------------------------
+
+  private async _follow(card: ICard): Promise<void> {
+    try {
+      const status = await requestAPI<IClusterStatus>('cluster-status?refresh=true');
+      this._apply(status);
+    } catch {
+      return;
+    }
+    const state = card.entry?.status;
+    if (state === 'pending') {
+      this._setProgress(card, 'pending');
+    } else if (state === 'running') {
+      this._setProgress(card, 'running');
+    }
+  }
+
+  private _schedule(): void {
+    const waiting = [...this._cards.values()].some(
+      c => c.busy || c.entry?.status === 'pending' || c.progress === 'pending'
+    );
+    const seconds = waiting ? this.settings.pendingPollSeconds : this.settings.pollSeconds;
+    this._timer = window.setTimeout(() => void this.refresh(waiting), seconds * 1000);
+  }
+
+  private _apply(status: IClusterStatus): void {
+    this._active = status.activeHpc;
+    const now = Date.now();
+    for (const [hpc, value] of Object.entries(status)) {
+      if (STATUS_KEYS.has(hpc) || typeof value !== 'object' || value === null) {
+        continue;
+      }
+      const card = this._card(hpc);
+      const before = card.entry;
+      const entry = value as IClusterEntry;
+      if (before?.status === 'running' && entry.status === 'idle') {
+        Notification.info(`The VS Code session on ${hpc} has ended (job ${before.jobId}).`, {
+          autoClose: false
+        });
+      }
+      if (entry.status !== 'running' || entry.jobId !== before?.jobId) {
+        card.warned = false;
+      }
+      if (entry.status === 'idle' && !card.busy) {
+        card.progress = null;
+      }
+      card.entry = entry;
+      card.fetchedAt = now;
+      this._render(card);
+    }
+  }
+
+  private _setProgress(card: ICard, progress: Progress | null): void {
+    card.progress = progress;
+    this._render(card);
+  }
+
+  private _secondsLeft(card: ICard): number | null {
+    const left = card.entry?.timeLeftSeconds;
+    if (left === undefined || left === null) {
+      return null;
+    }
+    return Math.max(0, left - Math.floor((Date.now() - card.fetchedAt) / 1000));
+  }
+
+  private _tick(): void {
+    for (const card of this._cards.values()) {
+      if (card.entry?.status !== 'running') {
+        continue;
+      }
+      const left = this._secondsLeft(card);
+      const clock = card.root.querySelector('.jp-HPCPanel-timeLeft');
+      if (clock && left !== null) {
+        clock.textContent = formatDuration(left);
+      }
+      const warnAt = this.settings.warnMinutesLeft * 60;
+      if (left !== null && warnAt > 0 && left < warnAt && !card.warned) {
+        card.warned = true;
+        Notification.warning(
+          `VS Code on ${card.hpc} has ${Math.ceil(left / 60)} minutes left before the job ` +
+            'reaches its time limit. Save your work.',
+          { autoClose: false }
+        );
+      }
+    }
+  }
+
+  private _card(hpc: string): ICard {
+    let card = this._cards.get(hpc);
+    if (!card) {
+      const root = el('section', 'jp-HPCPanel-card');
+      root.dataset.hpc = hpc;
+      card = {
+        root,
+        hpc,
+        entry: null,
+        fetchedAt: 0,
+        form: null,
+        progress: null,
+        busy: false,
+        warned: false
+      };
+      this._cards.set(hpc, card);
+      this._list.appendChild(root);
+      this._render(card);
+    }
+    return card;
+  }
+
+  private _render(card: ICard): void {
+    const { root, hpc, entry } = card;
+    const state = card.busy && !entry ? 'pending' : (entry?.status ?? 'unknown');
+    root.replaceChildren();
+    root.dataset.state = state;
+    const head = el('div', 'jp-HPCPanel-cardHead');
+    head.appendChild(el('span', 'jp-HPCPanel-name', hpc));
+    const badge = el('span', `jp-HPCPanel-badge jp-mod-${state}`, entry ? state : '…');
+    head.appendChild(badge);
+    if (this._active === hpc) {
+      const active = el('span', 'jp-HPCPanel-active', 'active');
+      active.title = 'hpc/code/ serves this cluster';
+      head.appendChild(active);
+    }
+    root.appendChild(head);
+
+    if (entry?.status === 'running' || entry?.status === 'pending') {
+      const facts = el('dl', 'jp-HPCPanel-facts');
+      const add = (k: string, v: string | null | undefined, cls = '') => {
+        if (v) {
+          facts.append(el('dt', '', k), el('dd', cls, v));
+        }
+      };
+      add('Job', entry.jobId, 'jp-HPCPanel-jobId');
+      add('Node', entry.node, 'jp-HPCPanel-node');
+      add('CPUs', entry.cpus);
+      add('Memory', entry.memory);
+      if (entry.status === 'running') {
+        const left = this._secondsLeft(card);
+        add(
+          'Time left',
+          left !== null ? formatDuration(left) : entry.timeLeft,
+          'jp-HPCPanel-timeLeft'
+        );
+      } else {
+        add('Time limit', entry.timeLimit);
+        add('Waiting', entry.reason, 'jp-HPCPanel-reason');
+      }
+      root.appendChild(facts);
+    }
+    if (entry?.status === 'unknown' && entry.error) {
+      root.appendChild(el('p', 'jp-HPCPanel-error', entry.error));
+    }
+    if (card.progress) {
+      root.appendChild(this._progress(card.progress));
+    }
+
+    const actions = el('div', 'jp-HPCPanel-actions');
+    const button = (label: string, onclick: () => void, cls = '') => {
+      const b = el('button', `jp-Button jp-mod-styled ${cls}`, label);
+      b.disabled = card.busy;
+      b.onclick = onclick;
+      actions.appendChild(b);
+      return b;
+    };
+    if (entry?.status === 'running') {
+      if (entry.url) {
+        button('Open VS Code', () => this.openVSCode(hpc), 'jp-mod-accept jp-HPCPanel-open');
+      }
+      if (this._active !== hpc && entry.url) {
+        button('Switch', () => void this.switchTo(hpc), 'jp-HPCPanel-switch');
+      }
+      if (!entry.url) {
+        button('Connect', () => void this.launch(hpc), 'jp-mod-accept jp-HPCPanel-launch');
+      }
+      button('Stop', () => void this.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
+    } else if (entry?.status === 'pending') {
+      button('Stop', () => void this.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
+    } else if (entry?.status === 'idle' || entry?.status === 'unknown' || !entry) {
+      root.appendChild(this._form(card));
+      const launch = button(
+        'Launch',
+        () => void this.launch(hpc),
+        'jp-mod-accept jp-HPCPanel-launch'
+      );
+      launch.disabled = card.busy || this._formProblem(card) !== null;
+    }
+    root.appendChild(actions);
+  }
+
+  private _progress(progress: Progress): HTMLElement {
+    const list = el('ol', 'jp-HPCPanel-progress');
+    const reached = PROGRESS.indexOf(progress);
+    PROGRESS.forEach((step, i) => {
+      const item = el(
+        'li',
+        i < reached ? 'jp-mod-done' : i === reached ? 'jp-mod-current' : '',
+        step
+      );
+      list.appendChild(item);
+    });
+    return list;
+  }
+
+  private _form(card: ICard): HTMLElement {
+    const config = this._config;
+    const form = el('form', 'jp-HPCPanel-form');
+    form.onsubmit = event => {
+      event.preventDefault();
+      if (this._formProblem(card) === null) {
+        void this.launch(card.hpc);
+      }
+    };
+    const field = (name: 'cpus' | 'mem' | 'time', label: string, value: string) => {
+      const wrap = el('label', 'jp-HPCPanel-field');
+      wrap.appendChild(el('span', '', label));
+      const input = el('input', 'jp-mod-styled');
+      input.name = name;
+      input.value = card.form?.[name].value ?? value;
+      input.disabled = card.busy;
+      input.oninput = () => this._check(card);
+      wrap.appendChild(input);
+      form.appendChild(wrap);
+      return input;
+    };
+    card.form = {
+      cpus: field('cpus', 'CPUs', config?.defaultCpus ?? '2'),
+      mem: field('mem', 'Memory', config?.defaultMem ?? '40G'),
+      time: field('time', 'Time', config?.defaultTime ?? '12:00:00')
+    };
+    const problem = el('p', 'jp-HPCPanel-formError');
+    form.appendChild(problem);
+    const submit = el('button');
+    submit.type = 'submit';
+    submit.hidden = true;
+    form.appendChild(submit);
+    window.setTimeout(() => this._check(card));
+    return form;
+  }
+
+  private _formProblem(card: ICard): string | null {
+    const f = card.form;
+    if (!f) {
+      return null;
+    }
+    return (
+      checkCpus(f.cpus.value.trim(), this._config?.maxCpus ?? 128) ||
+      checkMem(f.mem.value.trim()) ||
+      checkTime(f.time.value.trim())
+    );
+  }
+
+  private _check(card: ICard): void {
+    const problem = this._formProblem(card);
+    const text = card.root.querySelector('.jp-HPCPanel-formError');
+    if (text) {
+      text.textContent = problem ?? '';
+    }
+    const launch = card.root.querySelector<HTMLButtonElement>('.jp-HPCPanel-launch');
+    if (launch) {
+      launch.disabled = card.busy || problem !== null;
+    }
+  }
+
+  private _config: IStatusConfig | null = null;
+  private _active: string | null = null;
+  private _cards = new Map<string, ICard>();
+  private _list: HTMLElement;
+  private _status: HTMLElement;
+  private _ticker: number;
+  private _timer = 0;
+}

@@ -1,0 +1,180 @@
+"""The JupyterLab sidebar in Chromium against the sandbox: a researcher's whole flow from the
+HPC panel, the inline validation, the pending state, the warnings, the palette and the Launcher.
+Screenshots of each state go to test-artifacts/ (look at them)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import time
+import uuid
+
+import pytest
+
+from jupyter_process import Server, cancel_all_jobs, slurm_jobs
+
+LOAD = 120_000  # ms
+
+
+def home_file(name: str) -> str:
+    user = pwd.getpwnam("hpcuser")
+    path = os.path.join(user.pw_dir, name)
+    with open(path, "w") as f:
+        f.write("from the sidebar test\n")
+    os.chown(path, user.pw_uid, user.pw_gid)
+    return path
+
+
+@pytest.fixture
+def lab(sandbox_cluster, tmp_path, request):
+    base_url = getattr(request, "param", "/")
+    cancel_all_jobs()
+    tag = uuid.uuid4().hex[:6]
+    clusters = {name: dict(sandbox_cluster, job_name=f"ui-{name}-{tag}")
+                for name in ("gemini", "apollo")}
+    server = Server(tmp_path, clusters, base_url=base_url,
+                    extra="c.HPCManager.launch_timeout = 20.0\n")
+    server.start()
+    yield server
+    server.stop()
+    cancel_all_jobs()
+
+
+def open_panel(browser, lab):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    page.get_by_role("tab", name="HPC").click(timeout=LOAD)
+    page.locator(".jp-HPCPanel-card[data-hpc=gemini]").wait_for(timeout=LOAD)
+    return page
+
+
+def card(page, hpc="gemini"):
+    return page.locator(f".jp-HPCPanel-card[data-hpc={hpc}]")
+
+
+def badge(page, hpc="gemini"):
+    return card(page, hpc).locator(".jp-HPCPanel-badge")
+
+
+def wait_badge(page, text, hpc="gemini", timeout=LOAD):
+    page.wait_for_function(
+        "([hpc, text]) => document.querySelector("
+        "`.jp-HPCPanel-card[data-hpc=${hpc}] .jp-HPCPanel-badge`)?.textContent === text",
+        arg=[hpc, text], timeout=timeout)
+
+
+def toast(page, pattern, timeout=30_000):
+    page.locator(".Toastify__toast", has_text=re.compile(pattern)).first.wait_for(
+        timeout=timeout)
+
+
+@pytest.mark.parametrize("lab", ["/", "/user/alice/"], indirect=True)
+def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
+    tag = "root" if lab.base_url == "/" else "alice"
+    marker = home_file(f"sidebar-{uuid.uuid4().hex[:8]}.txt")
+    page = open_panel(browser, lab)
+    try:
+        wait_badge(page, "idle")
+        form = card(page).locator("form")
+        assert form.locator("input[name=cpus]").input_value() == "2"  # defaults from /status
+        assert form.locator("input[name=mem]").input_value() == "40G"
+        assert form.locator("input[name=time]").input_value() == "12:00:00"
+        page.screenshot(path=artifacts / f"panel-idle-{tag}.png")
+
+        # A bad value: the message at once, Launch disabled, nothing submitted.
+        form.locator("input[name=cpus]").fill("0")
+        card(page).get_by_text("Invalid CPU value: must be integer 1-128").wait_for()
+        assert card(page).get_by_role("button", name="Launch").is_disabled()
+        form.locator("input[name=cpus]").press("Enter")
+        page.screenshot(path=artifacts / f"panel-invalid-{tag}.png")
+        time.sleep(1)
+        assert slurm_jobs() == []
+
+        form.locator("input[name=cpus]").fill("1")
+        form.locator("input[name=mem]").fill("1G")
+        form.locator("input[name=time]").fill("00:30:00")
+        card(page).get_by_role("button", name="Launch").click()
+        card(page).locator(".jp-HPCPanel-progress").wait_for()
+        wait_badge(page, "running")
+        clock = card(page).locator(".jp-HPCPanel-timeLeft")
+        first = clock.text_content()
+        assert re.fullmatch(r"00:[23]\d:\d\d", first), first
+        page.wait_for_function(
+            "(t) => document.querySelector('.jp-HPCPanel-card[data-hpc=gemini] "
+            ".jp-HPCPanel-timeLeft')?.textContent !== t", arg=first, timeout=5000)  # it ticks
+        assert card(page).locator(".jp-HPCPanel-jobId").text_content() == slurm_jobs()[0]["id"]
+        assert card(page).locator(".jp-HPCPanel-active").is_visible()
+        page.screenshot(path=artifacts / f"panel-running-{tag}.png")
+
+        with page.context.expect_page() as opened:
+            card(page).get_by_role("button", name="Open VS Code").click()
+        vscode = opened.value
+        vscode.get_by_text(os.path.basename(marker)).first.wait_for(timeout=LOAD)
+        assert f"{lab.base_url}hpc/gemini/code/" in vscode.url
+        vscode.screenshot(path=artifacts / f"vscode-from-panel-{tag}.png")
+        vscode.close()
+
+        card(page).get_by_role("button", name="Stop").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.get_by_text("also cancel the SLURM job").wait_for()
+        page.screenshot(path=artifacts / f"panel-stop-dialog-{tag}.png")
+        assert dialog.locator("input.jp-HPCPanel-cancelJob").is_checked()
+        dialog.get_by_role("button", name="Stop").click()
+        wait_badge(page, "idle")
+        assert slurm_jobs() == []
+        page.screenshot(path=artifacts / f"panel-stopped-{tag}.png")
+    finally:
+        page.close()
+        os.unlink(marker)
+
+
+def test_pending_warnings_palette_and_launcher(browser, lab, artifacts):
+    page = open_panel(browser, lab)
+    try:
+        wait_badge(page, "idle")
+        # The Launcher has a card per cluster.
+        page.locator(".jp-LauncherCard", has_text="VS Code on gemini").wait_for(timeout=LOAD)
+        page.locator(".jp-LauncherCard", has_text="VS Code on apollo").wait_for()
+
+        # More CPUs than the node has: SLURM keeps the job pending, the panel says why.
+        form = card(page).locator("form")
+        form.locator("input[name=cpus]").fill("64")
+        form.locator("input[name=mem]").fill("1G")
+        card(page).get_by_role("button", name="Launch").click()
+        wait_badge(page, "pending")
+        card(page).locator(".jp-HPCPanel-reason").wait_for(timeout=60_000)
+        page.screenshot(path=artifacts / "panel-pending.png")
+        card(page).get_by_role("button", name="Stop").click()
+        page.locator(".jp-Dialog").get_by_role("button", name="Stop").click()
+        wait_badge(page, "idle")
+        assert slurm_jobs() == []
+
+        # Less time than the warning threshold (15 minutes): a warning at once.
+        form = card(page, "apollo").locator("form")
+        form.locator("input[name=mem]").fill("1G")
+        form.locator("input[name=time]").fill("00:10:00")
+        card(page, "apollo").get_by_role("button", name="Launch").click()
+        wait_badge(page, "running", hpc="apollo")
+        toast(page, "minutes left")
+        page.screenshot(path=artifacts / "panel-warning.png")
+
+        # Ended behind the panel's back: a notice on the next refresh.
+        os.system("scancel -u hpcuser")
+        while slurm_jobs():
+            time.sleep(0.25)
+        page.locator(".jp-HPCPanel-refresh").click()
+        wait_badge(page, "idle", hpc="apollo")
+        toast(page, "has ended")
+        page.screenshot(path=artifacts / "panel-ended.png")
+
+        # The palette knows the commands.
+        page.keyboard.press("Control+Shift+C")
+        page.keyboard.type("VS Code")
+        palette = page.locator(".lm-CommandPalette")
+        for label in ("Launch VS Code on the default cluster", "Open VS Code (active HPC session)",
+                      "Stop VS Code (active HPC session)"):
+            palette.get_by_text(label).wait_for(timeout=10_000)
+        page.screenshot(path=artifacts / "palette.png")
+    finally:
+        page.close()
