@@ -3,6 +3,7 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
+import { vscodeIcon } from './icons';
 import { HPCPanel } from './panel';
 import { CommandIDs, DEFAULT_SETTINGS, ISettings, PLUGIN_ID } from './tokens';
 
@@ -56,6 +57,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: args =>
         args?.hpc ? `VS Code on ${args.hpc}` : 'Launch VS Code on the default cluster',
       caption: 'Launch (or reconnect to) VS Code on an HPC cluster and open it in a new tab',
+      icon: args => (args?.hpc ? vscodeIcon : undefined),
       execute: async args => {
         const hpc = (args?.hpc as string) || panel.config?.defaultHpc;
         if (!hpc) {

@@ -43,6 +43,28 @@ function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/** SLURM's pending reasons, in words (the code stays, for the admins). */
+const REASONS: Record<string, string> = {
+  Resources: 'waiting for free nodes',
+  Priority: 'other jobs are ahead in the queue',
+  PartitionConfig: 'the request exceeds what the partition allows',
+  ReqNodeNotAvail: 'the nodes it needs are unavailable (maintenance?)',
+  Dependency: 'waiting for another job',
+  JobHeldUser: 'held by you',
+  JobHeldAdmin: 'held by an administrator',
+  BeginTime: 'waiting for its start time',
+  QOSMaxCpuPerUserLimit: 'your CPU limit is reached by other jobs',
+  AssocGrpCpuLimit: 'your group CPU limit is reached'
+};
+
+export function explainReason(reason: string | null | undefined): string | null {
+  if (!reason) {
+    return null;
+  }
+  const words = REASONS[reason];
+  return words ? `${reason}: ${words}` : reason;
+}
+
 function message(error: unknown): string {
   return (error as Error)?.message || String(error);
 }
@@ -145,10 +167,10 @@ export class HPCPanel extends Widget {
       const reply = await post<ILaunchReply>('launch', body);
       if (reply.status === 'pending') {
         this._setProgress(card, 'pending');
-        Notification.info(
-          `Job ${reply.jobId} on ${hpc} is queued${reply.reason ? ` (${reply.reason})` : ''}.`,
-          { autoClose: 8000 }
-        );
+        const why = explainReason(reply.reason);
+        Notification.info(`Job ${reply.jobId} on ${hpc} is queued${why ? ` (${why})` : ''}.`, {
+          autoClose: 8000
+        });
       } else {
         this._setProgress(card, 'ready');
       }
@@ -379,7 +401,7 @@ export class HPCPanel extends Widget {
         );
       } else {
         add('Time limit', entry.timeLimit);
-        add('Waiting', entry.reason, 'jp-HPCPanel-reason');
+        add('Waiting', explainReason(entry.reason), 'jp-HPCPanel-reason');
       }
       root.appendChild(facts);
     }
@@ -487,6 +509,13 @@ export class HPCPanel extends Widget {
 
   private _check(card: ICard): void {
     const problem = this._formProblem(card);
+    const f = card.form;
+    if (f) {
+      const max = this._config?.maxCpus ?? 128;
+      f.cpus.toggleAttribute('aria-invalid', checkCpus(f.cpus.value.trim(), max) !== null);
+      f.mem.toggleAttribute('aria-invalid', checkMem(f.mem.value.trim()) !== null);
+      f.time.toggleAttribute('aria-invalid', checkTime(f.time.value.trim()) !== null);
+    }
     const text = card.root.querySelector('.jp-HPCPanel-formError');
     if (text) {
       text.textContent = problem ?? '';
