@@ -53,6 +53,11 @@ class ClusterConfig(HasTraits):
         help="Extra known_hosts file pinning the login node's key (checked with the system and "
         "user known_hosts). Unknown or changed host keys are always refused.",
     )
+    proxy_jump = Unicode(
+        "",
+        help="Jump host to reach the login node through, [user@]host[:port] or a Host alias "
+        "(like ssh -J); empty means ~/.ssh/config's ProxyJump, if any.",
+    )
     job_name = Unicode(
         help="SLURM job name that marks this cluster's IDE job; one such job per user and cluster."
     )
@@ -122,6 +127,13 @@ class ClusterConfig(HasTraits):
         value = proposal["value"]
         if not JOB_NAME.match(value):
             raise TraitError(f"job_name {value!r} must match {JOB_NAME.pattern}")
+        return str(value)
+
+    @validate("proxy_jump")
+    def _check_jump(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if value and not re.match(r"^([A-Za-z0-9_.-]+@)?[A-Za-z0-9_.-]+(:[0-9]+)?$", value):
+            raise TraitError(f"proxy_jump {value!r} must be [user@]host[:port] or a Host alias")
         return str(value)
 
     @validate("partition", "account")

@@ -201,6 +201,10 @@ class SessionManager:
             return Observation(job=await self._current_job(hpc))
         except HPCError as exc:
             return Observation(error=exc.message)
+        except Exception as exc:
+            # One cluster's surprise must not take the others' status down with it.
+            self.log.exception("jupyter-hpc-manager: asking %s for its jobs failed", hpc)
+            return Observation(error=f"Unexpected error asking {hpc}: {type(exc).__name__}")
 
     async def _snapshot(self) -> dict[str, Observation]:
         names = list(self.clusters)

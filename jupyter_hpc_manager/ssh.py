@@ -54,6 +54,7 @@ class Endpoint:
     port: int
     user: str
     identity_files: tuple[str, ...]
+    proxy_jump: str | None = None
 
     @property
     def known_hosts_name(self) -> str:
@@ -66,22 +67,48 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def resolve_endpoint(cluster: ClusterConfig, ssh_config_file: str) -> Endpoint:
-    """Apply ~/.ssh/config to the cluster's host, as `ssh` would; explicit settings win."""
-    looked_up: dict = {}
+def _lookup(host: str, ssh_config_file: str) -> dict:
     path = os.path.expanduser(ssh_config_file)
     if path and os.path.isfile(path):
-        looked_up = paramiko.SSHConfig.from_path(path).lookup(cluster.host)
+        return dict(paramiko.SSHConfig.from_path(path).lookup(host))
+    return {}
+
+
+def _endpoint(host: str, looked_up: dict, port: int = 0, user: str = "",
+              identity_file: str = "", proxy_jump: str | None = None) -> Endpoint:
     identity = (
-        (cluster.identity_file,) if cluster.identity_file
+        (identity_file,) if identity_file
         else tuple(os.path.expanduser(p) for p in looked_up.get("identityfile", []))
     )
+    jump = proxy_jump if proxy_jump is not None else looked_up.get("proxyjump")
     return Endpoint(
-        hostname=looked_up.get("hostname", cluster.host),
-        port=cluster.port or int(looked_up.get("port", 22)),
-        user=cluster.user or looked_up.get("user") or getpass.getuser(),
+        hostname=looked_up.get("hostname", host),
+        port=port or int(looked_up.get("port", 22)),
+        user=user or looked_up.get("user") or getpass.getuser(),
         identity_files=identity,
+        proxy_jump=None if jump in (None, "", "none") else jump,
     )
+
+
+def resolve_endpoint(cluster: ClusterConfig, ssh_config_file: str) -> Endpoint:
+    """Apply ~/.ssh/config to the cluster's host, as `ssh` would; explicit settings win."""
+    return _endpoint(cluster.host, _lookup(cluster.host, ssh_config_file), cluster.port,
+                     cluster.user, cluster.identity_file, cluster.proxy_jump or None)
+
+
+def resolve_jump(spec: str, ssh_config_file: str) -> Endpoint:
+    """The first hop of a ProxyJump value, ``[user@]host[:port]`` or a Host alias (further
+    hops of a comma-separated list are not supported)."""
+    first = spec.split(",", 1)[0].strip()
+    if "," in spec:
+        raise SshError(f"ProxyJump {spec!r}: only one jump host is supported")
+    user, _, hostport = first.rpartition("@")
+    host, _, port = hostport.partition(":")
+    if not host or (port and not port.isdigit()):
+        raise SshError(f"ProxyJump {spec!r} is not [user@]host[:port]")
+    looked_up = _lookup(host, ssh_config_file)
+    looked_up.pop("proxyjump", None)  # one hop
+    return _endpoint(host, looked_up, int(port or 0), user)
 
 
 class SSHConnection:
@@ -95,6 +122,8 @@ class SSHConnection:
         self._on_connect = on_connect
         self._lock = threading.Lock()
         self._transport: paramiko.Transport | None = None
+        # A transport reached through a jump host, and that jump host's own transport.
+        self._jumps: dict[paramiko.Transport, paramiko.Transport] = {}
 
     # -- connecting --------------------------------------------------------------------------
     def _host_keys(self) -> paramiko.HostKeys:
@@ -112,11 +141,12 @@ class SSHConnection:
                                      path, exc)
         return keys
 
-    def _verify_host_key(self, transport: paramiko.Transport, endpoint: Endpoint) -> None:
+    def _verify_host_key(self, transport: paramiko.Transport, endpoint: Endpoint,
+                         role: str = "login node") -> None:
         key = transport.get_remote_server_key()
         name = endpoint.known_hosts_name
         known = self._host_keys().lookup(name)
-        where = f"cluster {self.cluster.name!r} ({name})"
+        where = f"the {role} of cluster {self.cluster.name!r} ({name})"
         if known is None:
             raise HostKeyError(
                 f"Host key of {where} is not known: refusing to connect. Its {key.get_name()} key "
@@ -144,6 +174,11 @@ class SSHConnection:
             try:
                 keys.append((path, paramiko.PKey.from_path(path)))
             except paramiko.PasswordRequiredException:
+                locked.append(path)
+            except TypeError as exc:
+                # cryptography's word for an OpenSSH-format key that needs its passphrase.
+                if "password" not in str(exc):
+                    raise SshError(f"Cannot read the SSH key {path}: {exc}") from exc
                 locked.append(path)
             except (OSError, paramiko.SSHException, ValueError) as exc:
                 if endpoint.identity_files:
@@ -176,8 +211,7 @@ class SSHConnection:
             {"host": endpoint.hostname},
         )
 
-    def _connect(self) -> paramiko.Transport:
-        endpoint = resolve_endpoint(self.cluster, self.settings.ssh_config_file)
+    def _tcp(self, endpoint: Endpoint, role: str = "login node") -> socket.socket:
         where = f"{endpoint.hostname}:{endpoint.port}"
         try:
             sock = socket.create_connection(
@@ -185,19 +219,51 @@ class SSHConnection:
             )
         except OSError as exc:
             raise SshError(
-                f"Cannot reach the login node of {self.cluster.name!r} at {where}: "
+                f"Cannot reach the {role} of {self.cluster.name!r} at {where}: "
                 f"{exc.strerror or exc}",
                 {"host": endpoint.hostname},
             ) from exc
         # Without TCP_NODELAY every small request/answer pays Nagle's ~40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect(self) -> paramiko.Transport:
+        endpoint = resolve_endpoint(self.cluster, self.settings.ssh_config_file)
+        if endpoint.proxy_jump is None:
+            return self._handshake(endpoint, self._tcp(endpoint))
+        # ProxyJump: an SSH connection to the jump host, and through it (direct-tcpip) the one
+        # to the login node; both verified and authenticated on their own, as `ssh -J` does.
+        jump = resolve_jump(endpoint.proxy_jump, self.settings.ssh_config_file)
+        jump_transport = self._handshake(jump, self._tcp(jump, "jump host"), role="jump host")
+        try:
+            sock = jump_transport.open_channel(
+                "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
+                timeout=self.settings.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            jump_transport.close()
+            raise SshError(
+                f"The jump host {jump.hostname} cannot reach the login node of "
+                f"{self.cluster.name!r} at {endpoint.hostname}:{endpoint.port}: {exc}",
+                {"host": endpoint.hostname},
+            ) from exc
+        try:
+            transport = self._handshake(endpoint, sock)
+        except SshError:
+            jump_transport.close()
+            raise
+        self._jumps[transport] = jump_transport
+        return transport
+
+    def _handshake(self, endpoint: Endpoint, sock: socket.socket | paramiko.Channel,
+                   role: str = "login node") -> paramiko.Transport:
+        where = f"{endpoint.hostname}:{endpoint.port}"
         transport = paramiko.Transport(sock)
         # AES-GCM first: authenticated encryption, and the fastest cipher paramiko has here.
         options = transport.get_security_options()
         options.ciphers = tuple(sorted(options.ciphers, key=lambda c: "gcm" not in c))
         try:
             transport.start_client(timeout=self.settings.connect_timeout)
-            self._verify_host_key(transport, endpoint)
+            self._verify_host_key(transport, endpoint, role)
             self._auth(transport, endpoint)
         except SshError:
             transport.close()
@@ -208,9 +274,9 @@ class SSHConnection:
                            {"host": endpoint.hostname}) from exc
         if self.settings.keepalive_interval:
             transport.set_keepalive(self.settings.keepalive_interval)
-        self.log.info("jupyter-hpc-manager: SSH connected to %s (%s@%s)",
-                      self.cluster.name, endpoint.user, where)
-        if self._on_connect:
+        self.log.info("jupyter-hpc-manager: SSH connected to %s's %s (%s@%s)",
+                      self.cluster.name, role, endpoint.user, where)
+        if self._on_connect and role == "login node":
             self._on_connect()
         return transport
 
@@ -221,16 +287,22 @@ class SSHConnection:
                 if self._transport is not None:
                     self.log.info("jupyter-hpc-manager: SSH to %s was lost; reconnecting",
                                   self.cluster.name)
-                    self._transport.close()
+                    self._close(self._transport)
                 self._transport = None
                 self._transport = self._connect()
             return self._transport
+
+    def _close(self, transport: paramiko.Transport) -> None:
+        transport.close()
+        jump = self._jumps.pop(transport, None)
+        if jump is not None:
+            jump.close()
 
     def _drop(self, transport: paramiko.Transport) -> None:
         with self._lock:
             if self._transport is transport:
                 self._transport = None
-        transport.close()
+        self._close(transport)
 
     def open_session(self) -> paramiko.Channel:
         """A new exec channel. A transport that only looked alive is replaced once: nothing ran
@@ -307,7 +379,7 @@ class SSHConnection:
     def close(self) -> None:
         with self._lock:
             if self._transport is not None:
-                self._transport.close()
+                self._close(self._transport)
                 self._transport = None
 
 

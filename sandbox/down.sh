@@ -30,4 +30,5 @@ stop_pid /run/slurm/slurmctld.pid slurmctld
 [ "${1:-}" = "--slurm-only" ] && exit 0
 stop_pid /run/munge/munged.pid munged
 stop_pid "$SB/sshd.pid" sshd
+stop_pid "$SB/sshd-jump.pid" "sshd (jump host)"
 exit 0

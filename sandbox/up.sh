@@ -10,6 +10,8 @@ SANDBOX_PREFIX=${SANDBOX_PREFIX:-/opt/jupyter-hpc-sandbox}
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 SSH_ADDR=${SANDBOX_SSH_ADDR:-127.0.0.1}
 SSH_PORT=${SANDBOX_SSH_PORT:-2222}
+# A second sshd, on another loopback address, as a jump host (ProxyJump) in front of the first.
+JUMP_ADDR=${SANDBOX_JUMP_ADDR:-127.0.0.2}
 NODE=$(hostname -s)
 
 log() { printf '[sandbox-up] %s\n' "$*"; }
@@ -29,7 +31,9 @@ touch "$user_home/.ssh/authorized_keys"
 grep -qxF "$pub" "$user_home/.ssh/authorized_keys" || echo "$pub" >> "$user_home/.ssh/authorized_keys"
 chown "$SANDBOX_USER:$SANDBOX_USER" "$user_home/.ssh/authorized_keys"
 chmod 600 "$user_home/.ssh/authorized_keys"
-echo "[$SSH_ADDR]:$SSH_PORT $(cut -d' ' -f1,2 "$SB/ssh_host_ed25519_key.pub")" > "$SB/known_hosts"
+hostkey=$(cut -d' ' -f1,2 "$SB/ssh_host_ed25519_key.pub")
+printf '[%s]:%s %s\n[%s]:%s %s\n' "$SSH_ADDR" "$SSH_PORT" "$hostkey" "$JUMP_ADDR" "$SSH_PORT" "$hostkey" \
+  > "$SB/known_hosts"
 
 # --- sshd: the login node -----------------------------------------------------------------------
 cat > "$SB/sshd_config" <<CONF
@@ -57,6 +61,14 @@ if ! alive "$SB/sshd.pid"; then
   /usr/sbin/sshd -f "$SB/sshd_config" -E "$SB/sshd.log"
   for _ in $(seq 1 50); do alive "$SB/sshd.pid" && break; sleep 0.1; done
   alive "$SB/sshd.pid" || { echo "sshd did not start; see $SB/sshd.log" >&2; exit 1; }
+fi
+sed -e "s/^ListenAddress .*/ListenAddress $JUMP_ADDR:$SSH_PORT/" \
+    -e "s|^PidFile .*|PidFile $SB/sshd-jump.pid|" "$SB/sshd_config" > "$SB/sshd_jump_config"
+if ! alive "$SB/sshd-jump.pid"; then
+  log "starting the jump host's sshd on $JUMP_ADDR:$SSH_PORT"
+  /usr/sbin/sshd -f "$SB/sshd_jump_config" -E "$SB/sshd-jump.log"
+  for _ in $(seq 1 50); do alive "$SB/sshd-jump.pid" && break; sleep 0.1; done
+  alive "$SB/sshd-jump.pid" || { echo "jump sshd did not start; see $SB/sshd-jump.log" >&2; exit 1; }
 fi
 
 # --- munge ----------------------------------------------------------------------------------------
