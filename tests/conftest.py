@@ -123,7 +123,7 @@ def jp_server_config(cluster_settings: dict, hpc_config: dict, tmp_path: pathlib
         },
         "HPCManager": {
             "clusters": cluster_settings,
-            "default_hpc": "gemini" if "gemini" in cluster_settings else next(iter(cluster_settings)),
+            "default_hpc": "gemini" if "gemini" in cluster_settings else min(cluster_settings),
             "state_file": str(tmp_path / "state" / "state.json"),
             **hpc_config,
         },
