@@ -99,6 +99,14 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """One round of squeue over every cluster, and when it was taken (updatedAt)."""
+
+    taken_at: str
+    observations: dict[str, Observation]
+
+
+@dataclass(frozen=True)
 class Observation:
     """What one squeue said about one cluster, or why it could not be asked."""
 
@@ -134,7 +142,7 @@ class SessionManager:
         self.tunnel_dir = tempfile.mkdtemp(prefix="jhm-tunnels-")
         self.ide_client = IDEClient(self._tunnel_path, self._ide_channel,
                                     timeout=config.ssh_timeout)
-        self.cache: TTLCache[dict[str, Observation]] = TTLCache(
+        self.cache: TTLCache[Snapshot] = TTLCache(
             config.cache_ttl, clock, min_refresh=config.refresh_min_interval)
         self.commands: collections.Counter[str] = collections.Counter()
         self.store = StateStore(state_path, log)
@@ -206,12 +214,13 @@ class SessionManager:
             self.log.exception("jupyter-hpc-manager: asking %s for its jobs failed", hpc)
             return Observation(error=f"Unexpected error asking {hpc}: {type(exc).__name__}")
 
-    async def _snapshot(self) -> dict[str, Observation]:
+    async def _snapshot(self) -> Snapshot:
         names = list(self.clusters)
+        taken_at = utcnow_iso()
         observations = await asyncio.gather(*(self._observe(h) for h in names))
         snapshot = dict(zip(names, observations, strict=True))
         await self._reconcile(snapshot)
-        return snapshot
+        return Snapshot(taken_at, snapshot)
 
     async def _reconcile(self, snapshot: dict[str, Observation]) -> None:
         """Bring our sessions in line with what SLURM said; a cluster that could not be asked
@@ -334,8 +343,8 @@ class SessionManager:
         stale = session.ide_cookie
         async with self.attach_locks[session.hpc]:
             if session.ide_cookie == stale and session.connection is not None:
-                self.log.info("jupyter-hpc-manager: logging in to VS Code on %s again",
-                              session.hpc)
+                self.log.info("jupyter-hpc-manager: logging in to VS Code on %s again (job %s)",
+                              session.hpc, session.job_id)
                 session.ide_cookie = await self.ide_client.login(session.hpc,
                                                                  session.connection.password)
 
@@ -348,7 +357,7 @@ class SessionManager:
     async def cluster_status(self, refresh: bool = False) -> dict[str, Any]:
         hit = await self.cache.get(self._snapshot, refresh=refresh)
         out: dict[str, Any] = {}
-        for hpc, obs in hit.value.items():
+        for hpc, obs in hit.value.observations.items():
             out[hpc] = _cluster_entry(obs, hit.age)
             session = self.sessions.get(hpc)
             if (out[hpc]["status"] == JobState.RUNNING.value and session is not None
@@ -356,17 +365,12 @@ class SessionManager:
                 out[hpc]["url"] = self.ide_url(hpc)
         out.update(
             activeHpc=self.active_hpc,
-            updatedAt=utcnow_iso() if not hit.cached else self._updated_at(hit.age),
+            updatedAt=hit.value.taken_at,
             cached=hit.cached,
             cacheAge=int(hit.age),
             cacheTtl=self.config.cache_ttl,
         )
         return out
-
-    @staticmethod
-    def _updated_at(age: float) -> str:
-        t = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age)
-        return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def status(self) -> dict[str, Any]:
         c = self.config
@@ -412,6 +416,8 @@ class SessionManager:
 
     async def _launch(self, hpc: str, request: JobRequest) -> dict[str, Any]:
         cluster = self.clusters[hpc]
+        # A record we cannot write is found out before a job is submitted, not after.
+        await self._save()
         # A failed query raises here: when we cannot see the queue we must not submit.
         job = await self._current_job(hpc)
         if job is not None:
@@ -505,8 +511,12 @@ class SessionManager:
         if session is None or session.status != JobState.RUNNING.value:
             raise ValidationError(f"No running session on {hpc}", {"hpc": hpc})
         if self.active_hpc != hpc:
-            self.active_hpc = hpc
-            await self._save()
+            previous, self.active_hpc = self.active_hpc, hpc
+            try:
+                await self._save()
+            except HPCError:
+                self.active_hpc = previous
+                raise
         self.log.info("jupyter-hpc-manager: switched to %s (job %s)", hpc, session.job_id)
         return {"status": "switched", "hpc": hpc}
 

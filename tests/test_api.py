@@ -469,3 +469,18 @@ async def test_one_persistent_connection_with_nodelay_reopened_after_a_drop(
     assert status["gemini"]["status"] == "idle"  # answered, not unknown
     assert manager.pool.connections_opened > opened
     assert manager.pool["gemini"].transport() is not transport
+
+
+@pytest.mark.parametrize("name", ["ünïcödé", "集群", "a" * 5000, "gemini\u0000", "../../etc",
+                                  "%00", "gemini%20"])
+async def test_odd_cluster_names_in_paths_and_bodies_are_400(api, api_raw, manager, name):
+    quoted = urllib.parse.quote(name, safe="")
+    for path in (f"switch/{quoted}", f"stop/{quoted}"):
+        code, reply = await api_raw("POST", path)
+        assert code == 400, (path, code)
+        assert_error_body(reply, "Unknown HPC cluster")
+    code, reply = await api("POST", "launch", body={"hpc": name})
+    assert code == 400
+    assert_error_body(reply, "Unknown HPC cluster")
+    assert len(reply["error"]) < 300  # a huge name is not echoed back whole
+    assert sum(manager.commands.values()) == 0

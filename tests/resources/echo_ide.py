@@ -11,14 +11,17 @@ other path needs the cookie (401 without it) and:
   /set-cookie                                   sets a cookie and tries to set the session cookie
   /expire    forgets every session (the next request gets 401)
   /whoami    the SLURM job id and port of this server
+  /ws        a websocket that echoes every message (text or binary), subprotocols answered
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import secrets
+import struct
 import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,10 +120,50 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/expire":
             SESSIONS.clear()
             return self._send(200, b"expired")
+        if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket()
         if url.path == "/whoami":
             info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1]}
             return self._send(200, json.dumps(info).encode(), ctype="application/json")
         return self._send(404, b"not found")
+
+    def _websocket(self) -> None:
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        protocols = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if protocols[0]:
+            self.send_header("Sec-WebSocket-Protocol", protocols[0])
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 8:  # close: answer it and end
+                self.wfile.write(b"\x88\x00")
+                return
+            if opcode == 9:  # ping
+                opcode = 10
+            if length < 126:
+                frame = bytes([0x80 | opcode, length])
+            elif length < 65536:
+                frame = bytes([0x80 | opcode, 126]) + struct.pack(">H", length)
+            else:
+                frame = bytes([0x80 | opcode, 127]) + struct.pack(">Q", length)
+            self.wfile.write(frame + data)
+            self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
 
