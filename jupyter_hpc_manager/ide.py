@@ -11,6 +11,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import paramiko
+from tornado import simple_httpclient
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.netutil import Resolver
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
@@ -19,6 +20,7 @@ from .channelstream import ChannelTCPClient
 from .errors import TunnelError
 
 SESSION_COOKIE = "code-server-session"
+BODY_CHUNK = 1024 * 1024
 TUNNEL_DOMAIN = ".hpc-tunnel"
 
 
@@ -40,7 +42,20 @@ class TunnelResolver(Resolver):
         return [(socket.AF_UNIX, path)]
 
 
+class _LargeChunkConnection(simple_httpclient._HTTPConnection):
+    """Reads a response body in pieces of up to 1 MiB instead of 64 KiB: a download through
+    the proxy then costs a sixteenth of the per-piece work on the event loop."""
+
+    def _create_connection(self, stream: Any) -> Any:
+        connection = super()._create_connection(stream)
+        connection.params.chunk_size = BODY_CHUNK
+        return connection
+
+
 class _ChannelHTTPClient(SimpleAsyncHTTPClient):
+    def _connection_class(self) -> type:
+        return _LargeChunkConnection
+
     def initialize(  # type: ignore[override]
             self, open_channel: Callable[[str], Awaitable[paramiko.Channel]],
             **kwargs: Any) -> None:
