@@ -328,6 +328,7 @@ async def test_unknown_and_changed_host_keys_are_refused_naming_the_host(api, ma
     assert code == 502
     assert_error_body(reply, "CHANGED")
     assert "[127.0.0.1]:2222" in reply["error"]
+    assert "SHA256:" in reply["error"]  # the fingerprint it offered, to compare with the admin's
     assert manager.commands["sbatch"] == 0
 
 
