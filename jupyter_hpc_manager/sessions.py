@@ -14,10 +14,10 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import slurm, validation
 from .cache import TTLCache
@@ -37,6 +37,7 @@ from .ssh import CommandResult, SSHPool, SSHSettings
 from .state import StateStore
 from .tunnel import Tunnel
 
+T = TypeVar("T")
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
 
@@ -181,11 +182,17 @@ class SessionManager:
     def _cluster(self, hpc: Any) -> str:
         return validation.parse_hpc(hpc, self.clusters)
 
-    def _lock(self, hpc: str) -> asyncio.Lock:
+    async def _exclusively(self, hpc: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a launch or stop alone on its cluster (anyone else meanwhile gets 429), then
+        forget the cached status, which it has made stale."""
         lock = self.locks[hpc]
         if lock.locked():
             raise LockError("Operation already in progress", {"hpc": hpc})
-        return lock
+        async with lock:
+            try:
+                return await operation()
+            finally:
+                self.cache.invalidate()
 
     # -- SLURM -------------------------------------------------------------------------------
     async def _squeue(self, hpc: str) -> list[SqueueJob]:
@@ -408,11 +415,7 @@ class SessionManager:
 
     async def launch(self, body: dict[str, Any]) -> dict[str, Any]:
         hpc, request = self._parse_launch(body)
-        async with self._lock(hpc):
-            try:
-                return await self._launch(hpc, request)
-            finally:
-                self.cache.invalidate()
+        return await self._exclusively(hpc, lambda: self._launch(hpc, request))
 
     async def _launch(self, hpc: str, request: JobRequest) -> dict[str, Any]:
         cluster = self.clusters[hpc]
@@ -524,12 +527,8 @@ class SessionManager:
         cancel = validation.parse_bool(body.get("cancelJob", False), "cancelJob")
         if hpc is None:
             hpc = self.active_hpc or self.config.default_cluster
-        hpc = self._cluster(hpc)
-        async with self._lock(hpc):
-            try:
-                return await self._stop(hpc, cancel)
-            finally:
-                self.cache.invalidate()
+        name = self._cluster(hpc)
+        return await self._exclusively(name, lambda: self._stop(name, cancel))
 
     async def _stop(self, hpc: str, cancel: bool) -> dict[str, Any]:
         session = self.sessions.get(hpc)
