@@ -173,6 +173,12 @@ export class HPCPanel extends Widget {
         });
       } else {
         this._setProgress(card, 'ready');
+        // The steps have been seen; the card goes back to showing the session.
+        window.setTimeout(() => {
+          if (card.progress === 'ready') {
+            this._setProgress(card, null);
+          }
+        }, 5000);
       }
       return reply;
     } catch (error) {

@@ -111,6 +111,19 @@ def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
         assert card(page).locator(".jp-HPCPanel-active").is_visible()
         page.screenshot(path=artifacts / f"panel-running-{tag}.png")
 
+        # A second session, on apollo (launched elsewhere, e.g. over REST): it becomes the
+        # active one; Switch on gemini's card takes hpc/code/ back.
+        code, reply = lab.call("POST", "launch", {"hpc": "apollo", "mem": "1G"})
+        assert (code, reply["status"]) == (200, "running"), reply
+        page.locator(".jp-HPCPanel-refresh").click()
+        wait_badge(page, "running", hpc="apollo")
+        card(page, "apollo").locator(".jp-HPCPanel-active").wait_for()
+        card(page).get_by_role("button", name="Switch").click()
+        card(page).locator(".jp-HPCPanel-active").wait_for()
+        assert card(page, "apollo").get_by_role("button", name="Switch").is_visible()
+        assert lab.call("GET", "status")[1]["activeHpc"] == "gemini"
+        page.screenshot(path=artifacts / f"panel-two-sessions-{tag}.png")
+
         with page.context.expect_page() as opened:
             card(page).get_by_role("button", name="Open VS Code").click()
         vscode = opened.value
@@ -126,7 +139,7 @@ def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
         assert dialog.locator("input.jp-HPCPanel-cancelJob").is_checked()
         dialog.get_by_role("button", name="Stop").click()
         wait_badge(page, "idle")
-        assert slurm_jobs() == []
+        assert [j["name"].split("-")[1] for j in slurm_jobs()] == ["apollo"]  # gemini's is gone
         page.screenshot(path=artifacts / f"panel-stopped-{tag}.png")
     finally:
         page.close()
