@@ -14,7 +14,7 @@ from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.utils import url_path_join
+from jupyter_server.utils import ensure_async, url_path_join
 from tornado import httputil, web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, WebSocketHandler, websocket_connect
@@ -115,9 +115,14 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         await super().prepare()
         if self._finished or self.request.method in ("GET", "HEAD", "OPTIONS"):
             return
-        # Bodies stream: start the upstream request now, fed by data_received.
+        # Bodies stream: the upstream request starts now, fed by data_received, so everything
+        # @authenticated/@authorized check on the method must be checked here first.
         if not self.current_user:
             raise web.HTTPError(403)
+        allowed = await ensure_async(self.authorizer.is_authorized(
+            self, self.current_user, "execute", self.auth_resource))
+        if not allowed:
+            raise web.HTTPError(403, "Not authorized to use the IDE")
         self._body = asyncio.Queue(maxsize=4)
         self._upstream = asyncio.ensure_future(self._proxy(*self.path_args))
 

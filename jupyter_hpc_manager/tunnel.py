@@ -37,6 +37,7 @@ class Tunnel:
         self._lock = threading.Lock()
         self._pairs: set[tuple[socket.socket, paramiko.Channel]] = set()
         self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
+        self.opened = 0  # channels opened to the IDE over the tunnel's life
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -56,6 +57,7 @@ class Tunnel:
         closed with the tunnel. Blocking: run it in an executor."""
         chan = self.ssh.open_channel(self.host, self.port)
         with self._lock:
+            self.opened += 1
             if self._closed:
                 chan.close()
                 raise TunnelError(f"The tunnel to {self.ssh.cluster.name!r} is closed")
@@ -81,6 +83,7 @@ class Tunnel:
             return
         pair = (client, chan)
         with self._lock:
+            self.opened += 1
             if self._closed:
                 chan.close()
                 client.close()

@@ -98,3 +98,4 @@ async def test_cookie_posts_without_xsrf_are_refused(routes, http_server_client,
                 allow_nonstandard_methods=True)
             assert r.code == 403, (method, path, r.code)
     assert sum(manager.commands.values()) == 0
+
