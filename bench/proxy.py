@@ -19,7 +19,6 @@ import pathlib
 import pwd
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,7 +195,6 @@ def main() -> None:
           f"8 concurrent p50 a-b = {a[3] - b[3]:+.2f} ms")
     print(f"median of sequential p50s: a={a[1]:.2f} b={b[1]:.2f} "
           f"(ratio {a[1] / b[1]:.2f}); statistics over {args.n} requests each")
-    _ = statistics
 
 
 if __name__ == "__main__":

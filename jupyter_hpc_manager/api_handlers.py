@@ -3,7 +3,6 @@ JSON. Every method needs Jupyter's authentication and authorization; POSTs keep 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -12,15 +11,10 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .errors import HPCError, NotFoundError, ValidationError
-from .sessions import SessionManager
+from .sessions import SessionManager, utcnow_iso
 
 AUTH_RESOURCE = "hpc"
 MAX_BODY_BYTES = 64 * 1024
-
-
-def _timestamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 class HPCAPIHandler(APIHandler):
@@ -72,7 +66,7 @@ class HPCAPIHandler(APIHandler):
             "error": message,
             "message": message,
             "details": details,
-            "timestamp": _timestamp(),
+            "timestamp": utcnow_iso(),
         }))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

@@ -27,7 +27,6 @@ from .errors import (
     JobError,
     LockError,
     NotFoundError,
-    SshError,
     TunnelError,
     ValidationError,
 )
@@ -613,5 +612,3 @@ def _cluster_entry(obs: Observation, age: float) -> dict[str, Any]:
         entry["reason"] = job.reason
     return entry
 
-
-__all__ = ["Connection", "Session", "SessionManager", "SshError"]

@@ -210,7 +210,7 @@ async def test_the_workbench_comes_from_code_server_streamed_not_buffered(ide, l
     assert peak < 6_000_000, peak
 
 
-async def test_websocket_through_the_proxy_with_subprotocols(
+async def test_code_servers_websocket_goes_through_the_proxy_and_tunnel(
         launched, manager, jp_http_port, jp_base_url, jp_auth_header):
     await launched("gemini")
     url = (f"ws://127.0.0.1:{jp_http_port}{jp_base_url}hpc/code/"
@@ -219,7 +219,7 @@ async def test_websocket_through_the_proxy_with_subprotocols(
     ws = await websocket_connect(HTTPRequest(url, headers=dict(jp_auth_header)))
     assert manager.sessions["gemini"].tunnel.connections >= 1  # it went through the tunnel
     ws.close()
-    # A subprotocol the browser offers is negotiated with the IDE and answered.
+    # A cluster with no session: refused before any upgrade (subprotocols: see test_load.py).
     with pytest.raises(HTTPClientError) as e:
         await websocket_connect(HTTPRequest(url.replace("/hpc/code/", "/hpc/nosuch/code/"),
                                             headers=dict(jp_auth_header)))
