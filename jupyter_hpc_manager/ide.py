@@ -1,9 +1,11 @@
-"""HTTP to the IDE through its tunnel: the resolver that maps a session's tunnel host name to its
-private UNIX socket, the health check, and the login that gets code-server's session cookie
-with the job's password (kept on the server; the browser never sees either)."""
+"""Talking to the IDE through its tunnel: HTTP over pooled channels (upstream.py), the resolver
+that maps a session's tunnel host name to its private UNIX socket (for websockets), the health
+check, and the login that gets code-server's session cookie with the job's password (kept on
+the server; the browser never sees either)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -11,16 +13,13 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import paramiko
-from tornado import simple_httpclient
-from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+from tornado import httputil
 from tornado.netutil import Resolver
-from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from .channelstream import ChannelTCPClient
 from .errors import TunnelError
+from .upstream import Response, UpstreamPool, channel_connector
 
 SESSION_COOKIE = "code-server-session"
-BODY_CHUNK = 1024 * 1024
 TUNNEL_DOMAIN = ".hpc-tunnel"
 
 
@@ -42,63 +41,52 @@ class TunnelResolver(Resolver):
         return [(socket.AF_UNIX, path)]
 
 
-class _LargeChunkConnection(simple_httpclient._HTTPConnection):
-    """Reads a response body in pieces of up to 1 MiB instead of 64 KiB: a download through
-    the proxy then costs a sixteenth of the per-piece work on the event loop."""
-
-    def _create_connection(self, stream: Any) -> Any:
-        connection = super()._create_connection(stream)
-        connection.params.chunk_size = BODY_CHUNK
-        return connection
-
-
-class _ChannelHTTPClient(SimpleAsyncHTTPClient):
-    def _connection_class(self) -> type:
-        return _LargeChunkConnection
-
-    def initialize(  # type: ignore[override]
-            self, open_channel: Callable[[str], Awaitable[paramiko.Channel]],
-            **kwargs: Any) -> None:
-        super().initialize(**kwargs)
-        self.tcp_client = ChannelTCPClient(open_channel)
-
-
 class IDEClient:
-    """One HTTP client for every IDE this server talks to, connecting through tunnels only:
-    HTTP over channels it reads itself, websockets over the tunnels' private sockets."""
+    """How this server talks to every IDE, through tunnels only: HTTP over channels it reads
+    itself (kept alive between requests), websockets over the tunnels' private sockets."""
 
     def __init__(self, lookup: Callable[[str], str | None],
                  open_channel: Callable[[str], Awaitable[paramiko.Channel]],
                  timeout: float = 15.0) -> None:
         self.resolver = TunnelResolver(lookup=lookup)
-        self.http = _ChannelHTTPClient(force_instance=True, open_channel=open_channel,
-                                       max_clients=256)
+        self.upstream = UpstreamPool(channel_connector(open_channel))
         self.timeout = timeout
 
     def url(self, hpc: str, path: str, scheme: str = "http") -> str:
         return f"{scheme}://{tunnel_host(hpc)}/{path.lstrip('/')}"
 
+    async def request(self, hpc: str, method: str, target: str,
+                      headers: httputil.HTTPHeaders | None = None, body: Any = None,
+                      timeout: float | None = None) -> Response:
+        return await self.upstream.request(hpc, method, target,
+                                           headers or httputil.HTTPHeaders(), body, timeout)
+
+    async def _call(self, hpc: str, method: str, target: str, headers: dict[str, str],
+                    body: bytes | None = None) -> tuple[Response, bytes]:
+        async def call() -> tuple[Response, bytes]:
+            with await self.request(hpc, method, target, httputil.HTTPHeaders(
+                    {"Host": tunnel_host(hpc), **headers}), body) as response:
+                return response, await response.read()
+        return await asyncio.wait_for(call(), self.timeout)
+
     async def healthy(self, hpc: str) -> bool:
         """Does code-server answer HTTP through the tunnel?"""
         try:
-            response = await self.http.fetch(self.url(hpc, "healthz"), raise_error=False,
-                                             connect_timeout=self.timeout,
-                                             request_timeout=self.timeout)
-        except (OSError, HTTPClientError, TunnelError):
+            response, _ = await self._call(hpc, "GET", "/healthz", {})
+        except (OSError, TunnelError, asyncio.TimeoutError):
             return False
         return response.code == 200
 
     async def login(self, hpc: str, password: str) -> str:
         """Log in to code-server; returns its session cookie's value."""
-        body = urllib.parse.urlencode({"password": password})
+        body = urllib.parse.urlencode({"password": password}).encode()
         try:
-            response: HTTPResponse = await self.http.fetch(HTTPRequest(
-                self.url(hpc, "login"), method="POST", body=body, follow_redirects=False,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                connect_timeout=self.timeout, request_timeout=self.timeout,
-            ), raise_error=False)
-        except (OSError, HTTPClientError) as exc:
-            raise TunnelError(f"Cannot reach VS Code on {hpc} to log in: {exc}") from exc
+            response, _ = await self._call(
+                hpc, "POST", "/login",
+                {"Content-Type": "application/x-www-form-urlencoded"}, body)
+        except (OSError, TunnelError, asyncio.TimeoutError) as exc:
+            raise TunnelError(f"Cannot reach VS Code on {hpc} to log in: "
+                              f"{getattr(exc, 'message', exc) or 'timed out'}") from exc
         cookie = session_cookie(response.headers.get_list("Set-Cookie"))
         if response.code not in (301, 302, 303) or cookie is None:
             # Never echo the body or the password; the status says enough.
@@ -109,7 +97,7 @@ class IDEClient:
         return cookie
 
     def close(self) -> None:
-        self.http.close()
+        self.upstream.close()
 
 
 def session_cookie(set_cookie_headers: list[str]) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import urllib.parse
+from collections.abc import AsyncIterator
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
@@ -17,11 +18,13 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import httputil, web
 from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketHandler, websocket_connect
 
 from .errors import HPCError, NotFoundError, TunnelError
 from .ide import SESSION_COOKIE
 from .sessions import Session, SessionManager
+from .upstream import Response
 
 AUTH_RESOURCE = "hpc"
 HOP_BY_HOP = frozenset({
@@ -29,7 +32,8 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 # Jupyter's own credentials stay with Jupyter.
-DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "host"})
+# (Expect: tornado has answered 100-continue to the browser already.)
+DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "host", "expect"})
 JUPYTER_COOKIE_PREFIXES = ("username-", "jupyterhub-", "_xsrf")
 WS_MAX_MESSAGE = 256 * 1024 * 1024
 # How much of a download may be on its way to the browser before the proxy waits for it to be
@@ -133,13 +137,10 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         await asyncio.wait([put, self._upstream], return_when=asyncio.FIRST_COMPLETED)
         put.cancel()
 
-    async def _produce_body(self, write: Any) -> None:
+    async def _body_pieces(self) -> AsyncIterator[bytes]:
         assert self._body is not None
-        while True:
-            chunk = await self._body.get()
-            if chunk is _END:
-                return
-            await write(chunk)
+        while (chunk := await self._body.get()) is not _END:
+            yield chunk
 
     async def _finish_streamed(self) -> None:
         assert self._body is not None and self._upstream is not None
@@ -193,63 +194,48 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
 
     async def _fetch(self, session: Session, path: str, replayable: bool) -> bool:
         """One upstream request; True if code-server wants a new login and it can be retried."""
-        state: dict[str, Any] = {"retry": False, "headers": None}
-
-        def on_header(line: str) -> None:
-            if line.startswith("HTTP/"):
-                state["start"] = httputil.parse_response_start_line(line.strip())
-                state["headers"] = httputil.HTTPHeaders()
-            elif line == "\r\n":
-                start, headers = state["start"], state["headers"]
-                if replayable and _wants_login(start.code, headers):
-                    state["retry"] = True
-                else:
-                    self._send_headers(start, headers, session)
+        headers = self._upstream_headers(session)
+        body: AsyncIterator[bytes] | None = None
+        if self._body is not None:
+            if "Content-Length" in self.request.headers or "Transfer-Encoding" in \
+                    self.request.headers:
+                body = self._body_pieces()
             else:
-                state["headers"].parse_line(line)
-
-        def on_chunk(chunk: bytes) -> Any:
-            if state["retry"]:
-                return None
-            self.write(chunk)
-            sent = self.flush()  # on its way now, whatever its size (streams stay live)
-            state["pending"] = state.get("pending", 0) + len(chunk)
-            if state["pending"] < FLUSH_BYTES:
-                sent.add_done_callback(_retrieve)
-                return None
-            # Back-pressure: read more from the IDE once the browser has taken this much.
-            state["pending"] = 0
-            return sent
-
-        request = HTTPRequest(
-            self.manager.ide_client.url(session.hpc, path),
-            method=self.request.method,
-            headers=self._upstream_headers(session),
-            body_producer=(self._produce_body  # type: ignore[arg-type]
-                           if self._body is not None else None),
-            follow_redirects=False,
-            decompress_response=False,
-            allow_nonstandard_methods=True,
-            header_callback=on_header,
-            streaming_callback=on_chunk,
-            connect_timeout=15,
-            request_timeout=0,  # downloads may be long; the tunnel ends with the session
-        )
+                await self._body.get()  # no body was sent: only the end marker comes
+                body = b""  # type: ignore[assignment]
         try:
-            response = await self.manager.ide_client.http.fetch(request, raise_error=False)
-        except (OSError, HTTPClientError, TunnelError) as exc:
-            raise TunnelError(f"Cannot reach VS Code on {session.hpc}: {exc}",
-                              {"hpc": session.hpc}) from exc
-        if response.code == 599 and state["headers"] is None:
-            raise TunnelError(
-                f"Cannot reach VS Code on {session.hpc} (node {session.node}): "
-                f"{response.error or 'connection closed'}", {"hpc": session.hpc})
-        return bool(state["retry"])
+            response = await self.manager.ide_client.request(
+                session.hpc, self.request.method or "GET", path, headers, body)
+        except (OSError, TunnelError) as exc:
+            raise TunnelError(f"Cannot reach VS Code on {session.hpc} (node {session.node}): "
+                              f"{getattr(exc, 'message', exc)}", {"hpc": session.hpc}) from exc
+        with response:
+            if replayable and _wants_login(response.code, response.headers):
+                response.close()
+                return True
+            self._send_headers(response, session)
+            pending = 0
+            try:
+                async for chunk in response.body():
+                    self.write(chunk)
+                    pending += len(chunk)
+                    if pending >= FLUSH_BYTES:
+                        # Back-pressure: read more from the IDE once the browser has this.
+                        pending = 0
+                        await self.flush()
+                    elif not response.buffered():
+                        # Nothing more here yet: what came goes now (streams stay live).
+                        self.flush().add_done_callback(_retrieve)
+            except StreamClosedError:
+                response.close()  # the browser went away; so does the upstream connection
+            except OSError as exc:
+                raise TunnelError(f"VS Code on {session.hpc}: {exc}") from exc
+        return False
 
-    def _send_headers(self, start: httputil.ResponseStartLine, headers: httputil.HTTPHeaders,
-                      session: Session) -> None:
-        self.set_status(start.code, start.reason or None)
+    def _send_headers(self, response: Response, session: Session) -> None:
+        self.set_status(response.code, response.reason or None)
         self.clear_header("Content-Type")
+        headers = response.headers
         skip = _hop_by_hop(headers)
         prefix = self._prefix(None if self.active else session.hpc)
         for name, value in headers.get_all():

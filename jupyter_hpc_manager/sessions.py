@@ -30,7 +30,7 @@ from .errors import (
     TunnelError,
     ValidationError,
 )
-from .ide import TUNNEL_DOMAIN, IDEClient
+from .ide import IDEClient
 from .slurm import JobRequest, JobState, SqueueJob
 from .ssh import CommandResult, SSHPool, SSHSettings
 from .state import StateStore
@@ -282,12 +282,11 @@ class SessionManager:
         session = self.sessions.get(hpc)
         return session.tunnel.path if session and session.tunnel else None
 
-    async def _ide_channel(self, host: str) -> Any:
-        """A channel to the IDE named by its tunnel host name (the HTTP client's 'connect')."""
-        hpc = host[: -len(TUNNEL_DOMAIN)] if host.endswith(TUNNEL_DOMAIN) else ""
+    async def _ide_channel(self, hpc: str) -> Any:
+        """A new channel to a cluster's IDE (the HTTP client's 'connect')."""
         session = self.sessions.get(hpc)
         if session is None or session.tunnel is None:
-            raise TunnelError(f"No tunnel to {hpc or host}")
+            raise TunnelError(f"No tunnel to {hpc}")
         return await self._blocking(session.tunnel.open_channel)
 
     def _open_tunnel(self, session: Session) -> None:

@@ -25,9 +25,12 @@ from .errors import HostKeyError, SshError, TunnelError
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "~/.ssh/known_hosts")
 # Forwarding channels: a larger window than paramiko's 2 MiB default keeps a fast download from
-# stalling on window updates; 32 KiB packets are what every SSH server accepts.
+# stalling on window updates. The maximum packet is what we accept (the server sends no larger;
+# RFC 4254 5.1): 128 KiB instead of 32 KiB means a quarter of the per-packet Python work in
+# paramiko's transport thread; a raw channel read went from ~450 to ~900 MB/s here. (OpenSSH
+# sends at most 256 KiB packets, so 128 KiB stays well inside what it produces.)
 CHANNEL_WINDOW = 8 * 1024 * 1024
-CHANNEL_PACKET = 32768
+CHANNEL_PACKET = 128 * 1024
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ for the workbench and websockets. pytest-jupyter's base_url is /a%40b/, not /.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -208,6 +209,32 @@ async def test_the_workbench_comes_from_code_server_streamed_not_buffered(ide, l
     assert received == WORKBENCH_JS.stat().st_size > 15_000_000
     # Streamed in pieces: the server never held the 19 MB script (nor did this client).
     assert peak < 6_000_000, peak
+
+
+async def test_requests_share_kept_alive_connections_and_bodies_arrive_intact(
+        ide, launched, manager):
+    """The proxy reuses its connections to code-server (no channel per request), sequentially
+    and 8 at a time, and every byte of code-server's files arrives as it is on disk."""
+    await launched("gemini")
+    r = await ide("code/", params={"folder": "/home/hpcuser"})
+    script = r.body.decode().split('src="')[-1].split('"')[0]
+    out = script[: script.index("/vs/code/")]  # .../static/out
+    disk = WORKBENCH_JS.parents[4]  # lib/vscode/out
+    names = ["vs/code/browser/workbench/workbench.css", "nls.messages.json",
+             "nls.metadata.json", "nls.keys.json"]
+    tunnel = manager.sessions["gemini"].tunnel
+    opened = tunnel.opened
+    for _ in range(5):
+        for name in names:
+            r = await ide("code", *f"{out}/{name}".split("/"))
+            assert r.code == 200, name
+            assert r.body == (disk / name).read_bytes(), name
+    assert tunnel.opened - opened <= 2, tunnel.opened - opened  # 20 requests, 1 channel
+    opened = tunnel.opened
+    replies = await asyncio.gather(*(ide("code", *f"{out}/{name}".split("/"))
+                                     for name in names * 4))
+    assert [r.body for r in replies] == [(disk / n).read_bytes() for n in names * 4]
+    assert tunnel.opened - opened <= 16  # at most one new channel per concurrent request
 
 
 async def test_code_servers_websocket_goes_through_the_proxy_and_tunnel(

@@ -1,0 +1,513 @@
+"""HTTP/1.1 to the IDE over SSH channels, with keep-alive.
+
+Why not tornado's HTTP client: it opens a new connection (here, a direct-tcpip channel: a round
+trip through sshd) for every request, and its stream layer copies each byte several times and
+allocates a fresh read buffer per read, which at hundreds of MB/s was most of the proxy's CPU.
+Here the transport thread hands each SSH packet's data to the event loop as the bytes object
+paramiko made, the response parser passes those same objects on (it only cuts at message
+boundaries), and finished connections wait in a small pool for the next request.
+
+Flow control is SSH's own: data leaves a channel's buffer only when the proxy asks for more
+(which it does when the browser has taken what it was given), and paramiko opens the SSH window
+as it does, so a slow browser holds back the IDE instead of filling the Jupyter server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import paramiko
+from paramiko.buffered_pipe import PipeTimeout
+from tornado import httputil
+
+from .errors import TunnelError
+
+MAX_HEAD = 64 * 1024
+MAX_LINE = 4096
+SEND_CHUNK = 256 * 1024
+# Idle connections are closed before the IDE's own keep-alive timeout (Node's default is 5 s),
+# so a request rarely meets a connection the IDE is closing; one that does is retried.
+IDLE_TIMEOUT = 4.0
+MAX_IDLE = 16
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class ChannelPipe:
+    """Takes the place of a paramiko channel's input buffer (``Channel.in_buffer``).
+
+    paramiko's own buffer copies every packet in and out of an array, and tells readers about
+    data through an OS pipe; this one keeps the packets' bytes as they are and wakes the event
+    loop at most once per batch. ``Channel.recv`` still reads through it (so SSH window
+    adjustments are sent exactly as before), but never blocks: an empty pipe raises
+    PipeTimeout, which ``recv`` turns into ``socket.timeout``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- the BufferedPipe interface paramiko's Channel uses (feed/close: the transport thread) --
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            self._chunks.append(data)
+            self._size += len(data)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._notify(waiter)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._notify(waiter)
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not self._chunks:
+                if self._closed:
+                    return b""
+                raise PipeTimeout()
+            chunk = self._chunks.popleft()
+            if len(chunk) > nbytes:
+                self._chunks.appendleft(chunk[nbytes:])
+                chunk = chunk[:nbytes]
+            self._size -= len(chunk)
+            return chunk
+
+    def read_ready(self) -> bool:
+        with self._lock:
+            return bool(self._chunks) or self._closed
+
+    def empty(self) -> bytes:
+        with self._lock:
+            out = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            return out
+
+    def set_event(self, event: Any) -> None:
+        raise NotImplementedError("channels read by the event loop have no fileno()")
+
+    def __len__(self) -> int:
+        return self._size
+
+    # -- the event loop's side ---------------------------------------------------------------
+    async def readable(self) -> None:
+        """Wait until there is data or the channel has ended."""
+        with self._lock:
+            if self._chunks or self._closed:
+                return
+            waiter = self._waiter = self._loop.create_future()
+        await waiter
+
+    def _notify(self, waiter: asyncio.Future[None]) -> None:
+        # (RuntimeError: the loop has closed; the server is stopping.)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+
+class ChannelConnection:
+    """One channel to the IDE, read and written on the event loop."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        self.pipe = ChannelPipe(asyncio.get_running_loop())
+        chan.settimeout(0.0)
+        # Nothing arrives before the first request, but move anything that did.
+        old, chan.in_buffer = chan.in_buffer, self.pipe  # type: ignore[assignment]
+        leftover = old.empty()
+        if leftover:
+            self.pipe.feed(leftover)
+        if chan.closed or chan.eof_received:
+            self.pipe.close()
+        self._unread: bytes = b""
+        self.idle_since = 0.0
+
+    async def recv(self) -> bytes:
+        """The next piece of data (b"" once the IDE closed the connection)."""
+        if self._unread:
+            data, self._unread = self._unread, b""
+            return data
+        while True:
+            try:
+                return self.chan.recv(1 << 30)
+            except TimeoutError:
+                await self.pipe.readable()
+
+    def unread(self, data: bytes) -> None:
+        self._unread = data + self._unread if self._unread else data
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.chan.send(view[:SEND_CHUNK].tobytes())
+            except TimeoutError:
+                # The IDE's SSH window is full: wait until it takes more. (Uploads only.)
+                while not (self.chan.send_ready() or self.chan.closed):
+                    await asyncio.sleep(0.002)
+                continue
+            if sent == 0:
+                raise OSError("the channel is closed")
+            view = view[sent:]
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._unread) or len(self.pipe) > 0
+
+    @property
+    def reusable(self) -> bool:
+        return not (self.chan.closed or self.chan.eof_received or self._unread
+                    or len(self.pipe))
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+class IncompleteResponse(TunnelError):
+    """The IDE closed the connection before its response ended."""
+
+
+class _Stale(Exception):
+    """A reused connection that the IDE had closed: the request can go again on a new one."""
+
+
+class Response:
+    """An upstream response whose body is read as it is needed. Release it when done: a
+    complete response gives its connection back to the pool, anything else closes it."""
+
+    def __init__(self, conn: ChannelConnection, start: httputil.ResponseStartLine,
+                 headers: httputil.HTTPHeaders, method: str) -> None:
+        self.conn = conn
+        self.code = start.code
+        self.reason = start.reason
+        self.headers = headers
+        self._keep_alive = start.version == "HTTP/1.1" and "close" not in _tokens(
+            headers.get("Connection", ""))
+        self._length: int | None = None
+        self._chunked = False
+        self._released = False
+        self._pool: tuple[UpstreamPool, str] | None = None
+        if method == "HEAD" or self.code in (204, 304) or self.code < 200:
+            self._length = 0
+        elif "Transfer-Encoding" in headers:
+            codings = _tokens(headers["Transfer-Encoding"])
+            self._chunked = bool(codings) and codings[-1] == "chunked"
+            if not self._chunked:
+                self._keep_alive = False  # the body ends when the connection does
+        elif "Content-Length" in headers:
+            self._length = _content_length(headers.get_list("Content-Length"))
+        else:
+            self._keep_alive = False
+        self.complete = self._length == 0
+
+    def buffered(self) -> bool:
+        """Is more of the body already here (no need to tell the browser about what it has)?"""
+        return self.conn.buffered
+
+    async def body(self) -> AsyncIterator[bytes]:
+        if self.complete:
+            return
+        if self._chunked:
+            async for data in self._chunked_body():
+                yield data
+        elif self._length is not None:
+            async for data in self._fixed(self._length):
+                yield data
+        else:
+            while data := await self.conn.recv():
+                yield data
+        self.complete = True
+
+    async def read(self, limit: int = 1024 * 1024) -> bytes:
+        parts, size = [], 0
+        async for data in self.body():
+            size += len(data)
+            if size > limit:
+                raise TunnelError("VS Code sent a larger answer than expected")
+            parts.append(data)
+        return b"".join(parts)
+
+    async def _fixed(self, remaining: int) -> AsyncIterator[bytes]:
+        while remaining > 0:
+            data = await self.conn.recv()
+            if not data:
+                raise IncompleteResponse("VS Code closed the connection mid-response")
+            if len(data) > remaining:
+                # What follows is the chunked framing, or (after a whole response) bytes sent
+                # unasked, which leave the connection unfit for reuse.
+                self.conn.unread(data[remaining:])
+                data = data[:remaining]
+            remaining -= len(data)
+            yield data
+
+    async def _chunked_body(self) -> AsyncIterator[bytes]:
+        while True:
+            line = await self._line()
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise TunnelError("VS Code sent a malformed chunked response") from None
+            if size < 0:
+                raise TunnelError("VS Code sent a malformed chunked response")
+            if size == 0:
+                while await self._line() not in (b"\r\n", b"\n"):
+                    pass  # trailers: dropped
+                return
+            async for data in self._fixed(size):
+                yield data
+            if await self._line() not in (b"\r\n", b"\n"):
+                raise TunnelError("VS Code sent a malformed chunked response")
+
+    async def _line(self) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            data = await self.conn.recv()
+            if not data:
+                raise IncompleteResponse("VS Code closed the connection mid-response")
+            end = data.find(b"\n")
+            if end >= 0:
+                if end + 1 < len(data):
+                    self.conn.unread(data[end + 1:])
+                parts.append(data[:end + 1])
+                return b"".join(parts)
+            parts.append(data)
+            size += len(data)
+            if size > MAX_LINE:
+                raise TunnelError("VS Code sent a malformed chunked response")
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self.complete and self._keep_alive and self._pool and self.conn.reusable:
+            pool, hpc = self._pool
+            pool.checkin(hpc, self.conn)
+        else:
+            self.conn.close()
+
+    def close(self) -> None:
+        self._keep_alive = False
+        self.release()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class UpstreamPool:
+    """HTTP requests to the IDEs, over connections made by ``connect(hpc)`` (channels through
+    the cluster's tunnel: see ``channel_connector``); connections a response finished with are
+    kept (per cluster, a few seconds) for the next request."""
+
+    def __init__(self, connect: Callable[[str], Awaitable[ChannelConnection]],
+                 idle_timeout: float = IDLE_TIMEOUT, max_idle: int = MAX_IDLE) -> None:
+        self._connect = connect
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self._idle: dict[str, list[ChannelConnection]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.opened = 0
+        self.reused = 0
+
+    async def request(self, hpc: str, method: str, target: str,
+                      headers: httputil.HTTPHeaders,
+                      body: bytes | AsyncIterable[bytes] | None = None,
+                      timeout: float | None = None) -> Response:
+        """Send a request and read the response's head; the body is read from the Response.
+        ``body``: bytes, or an async iterable of pieces (streamed as they come, never retried).
+        """
+        if timeout is not None:
+            return await asyncio.wait_for(self.request(hpc, method, target, headers, body),
+                                          timeout)
+        headers = httputil.HTTPHeaders(headers)
+        streamed = body is not None and not isinstance(body, bytes)
+        if isinstance(body, bytes):
+            headers["Content-Length"] = str(len(body))
+            headers.pop("Transfer-Encoding", None)
+        elif body is None:
+            headers.pop("Content-Length", None)
+            headers.pop("Transfer-Encoding", None)
+        chunked = streamed and "Content-Length" not in headers
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        head = _request_head(method, target, headers)
+        for attempt in (1, 2):
+            conn = None if streamed else self._checkout(hpc)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(hpc)
+                self.opened += 1
+            else:
+                self.reused += 1
+            try:
+                response = await self._exchange(conn, method, head, body, chunked, reused)
+            except _Stale:
+                conn.close()
+                if attempt == 2:
+                    raise TunnelError(f"VS Code on {hpc} closed the connection") from None
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            response._pool = (self, hpc)
+            return response
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, conn: ChannelConnection, method: str, head: bytes,
+                        body: bytes | AsyncIterable[bytes] | None, chunked: bool,
+                        reused: bool) -> Response:
+        try:
+            if isinstance(body, bytes):
+                await conn.send(head + body if len(body) < SEND_CHUNK else head)
+                if len(body) >= SEND_CHUNK:
+                    await conn.send(body)
+            else:
+                await conn.send(head)
+                if body is not None:
+                    async for piece in body:
+                        if piece:
+                            await conn.send(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked
+                                            else piece)
+                    if chunked:
+                        await conn.send(b"0\r\n\r\n")
+        except OSError as exc:
+            if reused:
+                raise _Stale() from exc
+            raise TunnelError(f"Cannot send the request to VS Code: {exc}") from exc
+        while True:
+            start, headers = await _read_head(conn, reused)
+            if start.code >= 200 or start.code == 101:
+                return Response(conn, start, headers, method)
+            # 1xx interim answers (100 Continue, 103 Early Hints) come before the real one.
+
+    def _checkout(self, hpc: str) -> ChannelConnection | None:
+        idle = self._idle.get(hpc)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable and now - conn.idle_since < self.idle_timeout:
+                return conn
+            conn.close()
+        return None
+
+    def checkin(self, hpc: str, conn: ChannelConnection) -> None:
+        loop = asyncio.get_running_loop()
+        idle = self._idle.setdefault(hpc, [])
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = loop.time()
+        idle.append(conn)
+        if hpc not in self._timers:
+            self._timers[hpc] = loop.call_later(self.idle_timeout, self._prune, hpc)
+
+    def _prune(self, hpc: str) -> None:
+        self._timers.pop(hpc, None)
+        loop = asyncio.get_running_loop()
+        keep = []
+        for conn in self._idle.get(hpc, []):
+            if conn.reusable and loop.time() - conn.idle_since < self.idle_timeout:
+                keep.append(conn)
+            else:
+                conn.close()
+        self._idle[hpc] = keep
+        if keep:
+            self._timers[hpc] = loop.call_later(self.idle_timeout, self._prune, hpc)
+
+    @property
+    def idle(self) -> int:
+        return sum(len(conns) for conns in self._idle.values())
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+def channel_connector(open_channel: Callable[[str], Awaitable[paramiko.Channel]]
+                      ) -> Callable[[str], Awaitable[ChannelConnection]]:
+    async def connect(hpc: str) -> ChannelConnection:
+        return ChannelConnection(await open_channel(hpc))
+    return connect
+
+
+async def _read_head(conn: ChannelConnection,
+                     reused: bool) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        data = await conn.recv()
+        if not data:
+            if reused and size == 0:
+                raise _Stale()
+            raise TunnelError("VS Code closed the connection without an answer")
+        # The blank line may straddle two pieces: look from just before the new one.
+        if parts:
+            joined = b"".join(parts) + data
+            end = joined.find(b"\r\n\r\n", max(0, size - 3))
+            parts, data, size = [], joined, 0
+        else:
+            end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            if end + 4 < len(data):
+                conn.unread(data[end + 4:])
+            return _parse_head(data[:end])
+        parts.append(data)
+        size += len(data)
+        if size > MAX_HEAD:
+            raise TunnelError("VS Code sent a response head larger than 64 KiB")
+
+
+def _parse_head(head: bytes) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
+    text = head.decode("latin-1")
+    first, _, rest = text.partition("\r\n")
+    try:
+        return httputil.parse_response_start_line(first), httputil.HTTPHeaders.parse(rest)
+    except httputil.HTTPInputError as exc:
+        raise TunnelError(f"VS Code sent a malformed response: {exc}") from None
+
+
+def _request_head(method: str, target: str, headers: httputil.HTTPHeaders) -> bytes:
+    if not target.startswith("/") or any(c <= " " or c == "\x7f" for c in target):
+        raise TunnelError(f"Cannot send the request target {target[:80]!r} to VS Code")
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers.get_all():
+        if any(c in name for c in "\r\n\0: ") or any(c in value for c in "\r\n\0"):
+            raise TunnelError(f"Cannot send the request header {name[:80]!r} to VS Code")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _tokens(value: str) -> list[str]:
+    return [t.strip().lower() for t in value.split(",") if t.strip()]
+
+
+def _content_length(values: list[str]) -> int:
+    lengths = {v.strip() for value in values for v in value.split(",")}
+    if len(lengths) != 1:
+        raise TunnelError("VS Code sent conflicting Content-Length headers")
+    length = lengths.pop()
+    if not length.isdigit():
+        raise TunnelError(f"VS Code sent a bad Content-Length: {length[:40]!r}")
+    return int(length)
