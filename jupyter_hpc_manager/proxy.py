@@ -223,8 +223,9 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
                         # Back-pressure: read more from the IDE once the browser has this.
                         pending = 0
                         await self.flush()
-                    elif not response.buffered():
-                        # Nothing more here yet: what came goes now (streams stay live).
+                    elif not (response.last or response.buffered()):
+                        # Nothing more here yet: what came goes now (streams stay live). (The
+                        # last piece goes with finish(), in the same write.)
                         self.flush().add_done_callback(_retrieve)
             except StreamClosedError:
                 response.close()  # the browser went away; so does the upstream connection

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,6 +28,10 @@ from tornado import httputil
 
 from .errors import TunnelError
 
+# (tornado's HTTPHeaders refuses these already; a request line is built from them, so check.)
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_BAD_NAME = re.compile(r"[\x00-\x20:\x7f]")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 SEND_CHUNK = 256 * 1024
@@ -213,6 +218,7 @@ class Response:
         else:
             self._keep_alive = False
         self.complete = self._length == 0
+        self.last = False  # is the piece just handed out the body's last? (when it is known)
 
     def buffered(self) -> bool:
         """Is more of the body already here (no need to tell the browser about what it has)?"""
@@ -225,7 +231,10 @@ class Response:
             async for data in self._chunked_body():
                 yield data
         elif self._length is not None:
+            left = self._length
             async for data in self._fixed(self._length):
+                left -= len(data)
+                self.last = left == 0
                 yield data
         else:
             while data := await self.conn.recv():
@@ -332,11 +341,11 @@ class UpstreamPool:
                       timeout: float | None = None) -> Response:
         """Send a request and read the response's head; the body is read from the Response.
         ``body``: bytes, or an async iterable of pieces (streamed as they come, never retried).
+        ``headers`` is the caller's to give away: the body's framing headers are set on it.
         """
         if timeout is not None:
             return await asyncio.wait_for(self.request(hpc, method, target, headers, body),
                                           timeout)
-        headers = httputil.HTTPHeaders(headers)
         streamed = body is not None and not isinstance(body, bytes)
         if isinstance(body, bytes):
             headers["Content-Length"] = str(len(body))
@@ -489,11 +498,11 @@ def _parse_head(head: bytes) -> tuple[httputil.ResponseStartLine, httputil.HTTPH
 
 
 def _request_head(method: str, target: str, headers: httputil.HTTPHeaders) -> bytes:
-    if not target.startswith("/") or any(c <= " " or c == "\x7f" for c in target):
+    if not target.startswith("/") or _BAD_TARGET.search(target):
         raise TunnelError(f"Cannot send the request target {target[:80]!r} to VS Code")
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers.get_all():
-        if any(c in name for c in "\r\n\0: ") or any(c in value for c in "\r\n\0"):
+        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
             raise TunnelError(f"Cannot send the request header {name[:80]!r} to VS Code")
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -85,6 +85,15 @@ def test_a_response_cut_anywhere_reads_the_same(raw):
     asyncio.run(main())
 
 
+def test_the_last_piece_of_a_known_length_body_is_marked():
+    async def main():
+        _, response = await respond([FIXED[:-6], FIXED[-6:-3], FIXED[-3:]])
+        marks = [(piece, response.last) async for piece in response.body()]
+        assert marks == [(b"hello", False), (b" wo", False), (b"rld", True)]
+
+    asyncio.run(main())
+
+
 def test_two_responses_back_to_back_on_one_connection():
     async def main():
         conn = FakeConn([FIXED + CHUNKED[:70], CHUNKED[70:]])
