@@ -224,14 +224,19 @@ def test_requests_reuse_a_finished_connection():
     asyncio.run(main())
 
 
+async def pool_after_one_answer(*conns):
+    """A pool whose first connection has answered once and sits idle, ready for reuse."""
+    pool = upstream.UpstreamPool(connect(*conns))
+    with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+        await response.read()
+    return pool
+
+
 @pytest.mark.parametrize("how", ["send fails", "closed before answering"])
 def test_a_reused_connection_the_ide_closed_is_retried_on_a_new_one(how):
     async def main():
-        stale = FakeConn(replies=[FIXED])
-        fresh = FakeConn(replies=[FIXED])
-        pool = upstream.UpstreamPool(connect(stale, fresh))
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
-            await response.read()
+        stale, fresh = FakeConn(replies=[FIXED]), FakeConn(replies=[FIXED])
+        pool = await pool_after_one_answer(stale, fresh)
         if how == "send fails":
             stale.fail_send = True  # (closed in flight: it looked reusable when taken)
         with await pool.request("c", "GET", "/again", httputil.HTTPHeaders()) as response:
@@ -253,11 +258,8 @@ def test_a_fresh_connection_closed_before_answering_is_an_error_not_a_retry():
 
 def test_streamed_bodies_go_chunked_on_a_new_connection_and_are_never_replayed():
     async def main():
-        first = FakeConn(replies=[FIXED])
-        second = FakeConn(replies=[FIXED])
-        pool = upstream.UpstreamPool(connect(first, second))
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
-            await response.read()
+        first, second = FakeConn(replies=[FIXED]), FakeConn(replies=[FIXED])
+        pool = await pool_after_one_answer(first, second)
 
         async def pieces():
             yield b"abc"
