@@ -63,15 +63,18 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         self._body: asyncio.Queue[Any] | None = None
         self._upstream: asyncio.Task[Any] | None = None
         self._ws: WebSocketClientConnection | None = None
+        self._route_prefix = ""  # this route's URL prefix, set by _split
 
     # -- where the request goes ----------------------------------------------------------------
     def _split(self, args: tuple[str, ...]) -> tuple[str | None, str]:
         """The cluster (None: the active one) and the upstream path, taken from the raw request
         path so that its encoding reaches the IDE unchanged."""
         hpc = None if self.active else args[0]
-        prefix = self._prefix(hpc)
+        prefix = self._route_prefix = self._prefix(hpc)  # (redirects and cookies use it too)
         raw = self.request.path
         rest = raw[len(prefix):] if raw.startswith(prefix) else (args[-1] or "")
+        if not self.request.query:
+            return hpc, "/" + rest
         query = [(k, v) for k, v in urllib.parse.parse_qsl(self.request.query,
                                                             keep_blank_values=True)
                  if k != "token"]  # Jupyter's token is for Jupyter
@@ -238,7 +241,7 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         self.clear_header("Content-Type")
         headers = response.headers
         skip = _hop_by_hop(headers)
-        prefix = self._prefix(None if self.active else session.hpc)
+        prefix = self._route_prefix
         for name, value in headers.get_all():
             lname = name.lower()
             if lname in skip:
