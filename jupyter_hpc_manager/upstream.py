@@ -231,10 +231,7 @@ class Response:
             async for data in self._chunked_body():
                 yield data
         elif self._length is not None:
-            left = self._length
             async for data in self._fixed(self._length):
-                left -= len(data)
-                self.last = left == 0
                 yield data
         else:
             while data := await self.conn.recv():
@@ -261,6 +258,7 @@ class Response:
                 self.conn.unread(data[remaining:])
                 data = data[:remaining]
             remaining -= len(data)
+            self.last = remaining == 0 and not self._chunked
             yield data
 
     async def _chunked_body(self) -> AsyncIterator[bytes]:

@@ -90,6 +90,8 @@ def test_the_last_piece_of_a_known_length_body_is_marked():
         _, response = await respond([FIXED[:-6], FIXED[-6:-3], FIXED[-3:]])
         marks = [(piece, response.last) async for piece in response.body()]
         assert marks == [(b"hello", False), (b" wo", False), (b"rld", True)]
+        _, chunked = await respond([CHUNKED])  # (a chunk's end is not the body's)
+        assert [chunked.last async for _ in chunked.body()] == [False, False, False]
 
     asyncio.run(main())
 
