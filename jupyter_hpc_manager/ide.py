@@ -56,10 +56,9 @@ class IDEClient:
         return f"{scheme}://{tunnel_host(hpc)}/{path.lstrip('/')}"
 
     async def request(self, hpc: str, method: str, target: str,
-                      headers: httputil.HTTPHeaders | None = None, body: Any = None,
-                      timeout: float | None = None) -> Response:
+                      headers: httputil.HTTPHeaders | None = None, body: Any = None) -> Response:
         return await self.upstream.request(hpc, method, target,
-                                           headers or httputil.HTTPHeaders(), body, timeout)
+                                           headers or httputil.HTTPHeaders(), body)
 
     async def _call(self, hpc: str, method: str, target: str, headers: dict[str, str],
                     body: bytes | None = None) -> tuple[Response, bytes]:

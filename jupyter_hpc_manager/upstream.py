@@ -335,15 +335,11 @@ class UpstreamPool:
 
     async def request(self, hpc: str, method: str, target: str,
                       headers: httputil.HTTPHeaders,
-                      body: bytes | AsyncIterable[bytes] | None = None,
-                      timeout: float | None = None) -> Response:
+                      body: bytes | AsyncIterable[bytes] | None = None) -> Response:
         """Send a request and read the response's head; the body is read from the Response.
         ``body``: bytes, or an async iterable of pieces (streamed as they come, never retried).
         ``headers`` is the caller's to give away: the body's framing headers are set on it.
         """
-        if timeout is not None:
-            return await asyncio.wait_for(self.request(hpc, method, target, headers, body),
-                                          timeout)
         streamed = body is not None and not isinstance(body, bytes)
         if isinstance(body, bytes):
             headers["Content-Length"] = str(len(body))
