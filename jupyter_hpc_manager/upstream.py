@@ -32,6 +32,8 @@ from .errors import TunnelError
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _BAD_NAME = re.compile(r"[\x00-\x20:\x7f]")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 SEND_CHUNK = 256 * 1024
@@ -65,6 +67,8 @@ class ChannelPipe:
 
     # -- the BufferedPipe interface paramiko's Channel uses (feed/close: the transport thread) --
     def feed(self, data: bytes) -> None:
+        if not data:
+            return  # an empty SSH data message (RFC 4254 allows it) is not the end of the stream
         with self._lock:
             self._chunks.append(data)
             self._size += len(data)
@@ -91,6 +95,15 @@ class ChannelPipe:
                 chunk = chunk[:nbytes]
             self._size -= len(chunk)
             return chunk
+
+    def put_back(self, data: bytes) -> None:
+        """Data that belongs before anything fed so far."""
+        with self._lock:
+            self._chunks.appendleft(data)
+            self._size += len(data)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._notify(waiter)
 
     def read_ready(self) -> bool:
         with self._lock:
@@ -131,11 +144,13 @@ class ChannelConnection:
         self.chan = chan
         self.pipe = ChannelPipe(asyncio.get_running_loop())
         chan.settimeout(0.0)
-        # Nothing arrives before the first request, but move anything that did.
+        # paramiko internals (pinned in pyproject.toml, tested in tests/unit/
+        # test_channel_paramiko.py). Nothing arrives before the first request, but move anything
+        # that did, ahead of whatever the transport thread feeds meanwhile.
         old, chan.in_buffer = chan.in_buffer, self.pipe  # type: ignore[assignment]
         leftover = old.empty()
         if leftover:
-            self.pipe.feed(leftover)
+            self.pipe.put_back(leftover)
         if chan.closed or chan.eof_received:
             self.pipe.close()
         self._unread: bytes = b""
@@ -178,6 +193,11 @@ class ChannelConnection:
         return not (self.chan.closed or self.chan.eof_received or self._unread
                     or len(self.pipe))
 
+    def shutdown_write(self) -> None:
+        """Tell the IDE nothing more comes (EOF), while still reading what it sends."""
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.chan.shutdown_write()
+
     def close(self) -> None:
         self.chan.close()
 
@@ -205,7 +225,7 @@ class Response:
         self._length: int | None = None
         self._chunked = False
         self._released = False
-        self._pool: tuple[UpstreamPool, str] | None = None
+        self._pool: UpstreamPool | None = None
         if method == "HEAD" or self.code in (204, 304) or self.code < 200:
             self._length = 0
         elif "Transfer-Encoding" in headers:
@@ -213,6 +233,9 @@ class Response:
             self._chunked = bool(codings) and codings[-1] == "chunked"
             if not self._chunked:
                 self._keep_alive = False  # the body ends when the connection does
+            # The framing wins over a Content-Length beside it, which is not passed on
+            # (RFC 9112 6.3: the proxy sends its own framing).
+            headers.pop("Content-Length", None)
         elif "Content-Length" in headers:
             self._length = _content_length(headers.get_list("Content-Length"))
         else:
@@ -264,12 +287,10 @@ class Response:
     async def _chunked_body(self) -> AsyncIterator[bytes]:
         while True:
             line = await self._line()
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise TunnelError("VS Code sent a malformed chunked response") from None
-            if size < 0:
+            text = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(text):
                 raise TunnelError("VS Code sent a malformed chunked response")
+            size = int(text, 16)
             if size == 0:
                 while await self._line() not in (b"\r\n", b"\n"):
                     pass  # trailers: dropped
@@ -302,10 +323,15 @@ class Response:
             return
         self._released = True
         if self.complete and self._keep_alive and self._pool and self.conn.reusable:
-            pool, hpc = self._pool
-            pool.checkin(hpc, self.conn)
+            self._pool.checkin(self.conn)
         else:
             self.conn.close()
+
+    def take_connection(self) -> ChannelConnection:
+        """After a 101 answer the connection carries another protocol: the caller takes it
+        over (bytes already read past the head stay in it) and closes it itself."""
+        self._released = True
+        return self.conn
 
     def close(self) -> None:
         self._keep_alive = False
@@ -319,26 +345,27 @@ class Response:
 
 
 class UpstreamPool:
-    """HTTP requests to the IDEs, over connections made by ``connect(hpc)`` (channels through
-    the cluster's tunnel: see ``channel_connector``); connections a response finished with are
-    kept (per cluster, a few seconds) for the next request."""
+    """HTTP requests to one IDE, over connections made by ``connect()`` (channels through its
+    tunnel); connections a response finished with are kept a few seconds for the next request."""
 
-    def __init__(self, connect: Callable[[str], Awaitable[ChannelConnection]],
+    def __init__(self, connect: Callable[[], Awaitable[ChannelConnection]],
                  idle_timeout: float = IDLE_TIMEOUT, max_idle: int = MAX_IDLE) -> None:
         self._connect = connect
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
-        self._idle: dict[str, list[ChannelConnection]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._idle: list[ChannelConnection] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self.opened = 0
         self.reused = 0
 
-    async def request(self, hpc: str, method: str, target: str,
-                      headers: httputil.HTTPHeaders,
-                      body: bytes | AsyncIterable[bytes] | None = None) -> Response:
+    async def request(self, method: str, target: str, headers: httputil.HTTPHeaders,
+                      body: bytes | AsyncIterable[bytes] | None = None, *,
+                      fresh: bool = False) -> Response:
         """Send a request and read the response's head; the body is read from the Response.
         ``body``: bytes, or an async iterable of pieces (streamed as they come, never retried).
         ``headers`` is the caller's to give away: the body's framing headers are set on it.
+        ``fresh``: on a new connection of its own (a websocket upgrade takes it over).
         """
         streamed = body is not None and not isinstance(body, bytes)
         if isinstance(body, bytes):
@@ -352,10 +379,10 @@ class UpstreamPool:
             headers["Transfer-Encoding"] = "chunked"
         head = _request_head(method, target, headers)
         for attempt in (1, 2):
-            conn = None if streamed else self._checkout(hpc)
+            conn = None if streamed or fresh else self._checkout()
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(hpc)
+                conn = await self._connect()
                 self.opened += 1
             else:
                 self.reused += 1
@@ -364,12 +391,12 @@ class UpstreamPool:
             except _Stale:
                 conn.close()
                 if attempt == 2:
-                    raise TunnelError(f"VS Code on {hpc} closed the connection") from None
+                    raise TunnelError("VS Code closed the connection") from None
                 continue
             except BaseException:
                 conn.close()
                 raise
-            response._pool = (self, hpc)
+            response._pool = self
             return response
         raise AssertionError("unreachable")
 
@@ -400,59 +427,50 @@ class UpstreamPool:
                 return Response(conn, start, headers, method)
             # 1xx interim answers (100 Continue, 103 Early Hints) come before the real one.
 
-    def _checkout(self, hpc: str) -> ChannelConnection | None:
-        idle = self._idle.get(hpc)
+    def _checkout(self) -> ChannelConnection | None:
         now = asyncio.get_running_loop().time()
-        while idle:
-            conn = idle.pop()
+        while self._idle:
+            conn = self._idle.pop()
             if conn.reusable and now - conn.idle_since < self.idle_timeout:
                 return conn
             conn.close()
         return None
 
-    def checkin(self, hpc: str, conn: ChannelConnection) -> None:
-        loop = asyncio.get_running_loop()
-        idle = self._idle.setdefault(hpc, [])
-        if len(idle) >= self.max_idle:
+    def checkin(self, conn: ChannelConnection) -> None:
+        if self._closed or len(self._idle) >= self.max_idle:
             conn.close()
             return
+        loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
-        idle.append(conn)
-        if hpc not in self._timers:
-            self._timers[hpc] = loop.call_later(self.idle_timeout, self._prune, hpc)
+        self._idle.append(conn)
+        if self._timer is None:
+            self._timer = loop.call_later(self.idle_timeout, self._prune)
 
-    def _prune(self, hpc: str) -> None:
-        self._timers.pop(hpc, None)
+    def _prune(self) -> None:
+        self._timer = None
         loop = asyncio.get_running_loop()
         keep = []
-        for conn in self._idle.get(hpc, []):
+        for conn in self._idle:
             if conn.reusable and loop.time() - conn.idle_since < self.idle_timeout:
                 keep.append(conn)
             else:
                 conn.close()
-        self._idle[hpc] = keep
+        self._idle = keep
         if keep:
-            self._timers[hpc] = loop.call_later(self.idle_timeout, self._prune, hpc)
+            self._timer = loop.call_later(self.idle_timeout, self._prune)
 
     @property
     def idle(self) -> int:
-        return sum(len(conns) for conns in self._idle.values())
+        return len(self._idle)
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in self._idle:
+            conn.close()
         self._idle.clear()
-
-
-def channel_connector(open_channel: Callable[[str], Awaitable[paramiko.Channel]]
-                      ) -> Callable[[str], Awaitable[ChannelConnection]]:
-    async def connect(hpc: str) -> ChannelConnection:
-        return ChannelConnection(await open_channel(hpc))
-    return connect
 
 
 async def _read_head(conn: ChannelConnection,
@@ -511,6 +529,6 @@ def _content_length(values: list[str]) -> int:
     if len(lengths) != 1:
         raise TunnelError("VS Code sent conflicting Content-Length headers")
     length = lengths.pop()
-    if not length.isdigit():
+    if not _DIGITS.fullmatch(length):
         raise TunnelError(f"VS Code sent a bad Content-Length: {length[:40]!r}")
     return int(length)

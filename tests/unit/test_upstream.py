@@ -137,7 +137,7 @@ def test_interim_answers_are_skipped():
     async def main():
         conn = FakeConn([b"HTTP/1.1 100 Continue\r\n\r\n", FIXED])
         pool = upstream.UpstreamPool(connect(conn))
-        with await pool.request("c", "POST", "/x", httputil.HTTPHeaders(), b"body") as response:
+        with await pool.request("POST", "/x", httputil.HTTPHeaders(), b"body") as response:
             assert response.code == 200 and await response.read() == b"hello world"
 
     asyncio.run(main())
@@ -153,7 +153,7 @@ def test_which_connections_are_kept(raw, keep):
     async def main():
         conn = FakeConn([raw])
         pool = upstream.UpstreamPool(connect(conn))
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+        with await pool.request("GET", "/", httputil.HTTPHeaders()) as response:
             await response.read()
         assert (pool.idle, conn.closed) == ((1, False) if keep else (0, True))
 
@@ -174,6 +174,10 @@ def test_unframed_body_is_read_until_the_connection_ends():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     b"NOT HTTP\r\n\r\n",
+    # Digits only, in ASCII: int() would take a superscript two, and hex sizes like 0x5 or +1_0.
+    b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+1_0\r\n0123456789abcdef\r\n0\r\n\r\n",
 ])
 def test_malformed_responses_are_a_clear_error(raw):
     async def main():
@@ -188,7 +192,7 @@ def test_a_cut_off_body_is_an_error_and_the_connection_is_not_kept():
     async def main():
         conn = FakeConn([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"])
         pool = upstream.UpstreamPool(connect(conn))
-        response = await pool.request("c", "GET", "/", httputil.HTTPHeaders())
+        response = await pool.request("GET", "/", httputil.HTTPHeaders())
         with pytest.raises(upstream.IncompleteResponse), response:
             await response.read()
         assert conn.closed and pool.idle == 0
@@ -208,7 +212,7 @@ def test_a_head_larger_than_the_limit_is_refused():
 def connect(*conns: FakeConn):
     queue = list(conns)
 
-    async def make(hpc: str) -> FakeConn:
+    async def make() -> FakeConn:
         return queue.pop(0)
     return make
 
@@ -218,7 +222,7 @@ def test_requests_reuse_a_finished_connection():
         conn = FakeConn(replies=[FIXED, FIXED, FIXED])
         pool = upstream.UpstreamPool(connect(conn))
         for _ in range(3):
-            with await pool.request("c", "GET", "/x", httputil.HTTPHeaders()) as response:
+            with await pool.request("GET", "/x", httputil.HTTPHeaders()) as response:
                 assert await response.read() == b"hello world"
         assert (pool.opened, pool.reused) == (1, 2)
         assert conn.sent.count(b"GET /x HTTP/1.1\r\n") == 3
@@ -229,7 +233,7 @@ def test_requests_reuse_a_finished_connection():
 async def pool_after_one_answer(*conns):
     """A pool whose first connection has answered once and sits idle, ready for reuse."""
     pool = upstream.UpstreamPool(connect(*conns))
-    with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+    with await pool.request("GET", "/", httputil.HTTPHeaders()) as response:
         await response.read()
     return pool
 
@@ -241,7 +245,7 @@ def test_a_reused_connection_the_ide_closed_is_retried_on_a_new_one(how):
         pool = await pool_after_one_answer(stale, fresh)
         if how == "send fails":
             stale.fail_send = True  # (closed in flight: it looked reusable when taken)
-        with await pool.request("c", "GET", "/again", httputil.HTTPHeaders()) as response:
+        with await pool.request("GET", "/again", httputil.HTTPHeaders()) as response:
             assert await response.read() == b"hello world"
         assert stale.closed and b"GET /again" in fresh.sent and pool.opened == 2
 
@@ -252,7 +256,7 @@ def test_a_fresh_connection_closed_before_answering_is_an_error_not_a_retry():
     async def main():
         pool = upstream.UpstreamPool(connect(FakeConn([]), FakeConn([FIXED])))
         with pytest.raises(TunnelError, match="without an answer"):
-            await pool.request("c", "GET", "/", httputil.HTTPHeaders())
+            await pool.request("GET", "/", httputil.HTTPHeaders())
         assert pool.opened == 1
 
     asyncio.run(main())
@@ -267,7 +271,7 @@ def test_streamed_bodies_go_chunked_on_a_new_connection_and_are_never_replayed()
             yield b"abc"
             yield b"defgh"
 
-        with await pool.request("c", "POST", "/up", httputil.HTTPHeaders(), pieces()) as r:
+        with await pool.request("POST", "/up", httputil.HTTPHeaders(), pieces()) as r:
             await r.read()
         assert b"POST /up" in second.sent and b"POST" not in first.sent
         head, body = second.sent.split(b"\r\n\r\n", 1)
@@ -281,14 +285,14 @@ def test_idle_connections_expire_and_dead_ones_are_not_handed_out():
     async def main():
         a, b, c = FakeConn(replies=[FIXED]), FakeConn(replies=[FIXED]), FakeConn(replies=[FIXED])
         pool = upstream.UpstreamPool(connect(a, b, c), idle_timeout=30)
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+        with await pool.request("GET", "/", httputil.HTTPHeaders()) as response:
             await response.read()
         a.idle_since -= 31  # idle longer than the timeout
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+        with await pool.request("GET", "/", httputil.HTTPHeaders()) as response:
             await response.read()
         assert a.closed and pool.opened == 2
         b.close()  # the IDE closed it while idle
-        with await pool.request("c", "GET", "/", httputil.HTTPHeaders()) as response:
+        with await pool.request("GET", "/", httputil.HTTPHeaders()) as response:
             await response.read()
         assert pool.opened == 3
         pool.close()
@@ -307,7 +311,19 @@ def test_nothing_that_could_split_the_request_is_sent(target, headers):
         conn = FakeConn([FIXED])
         pool = upstream.UpstreamPool(connect(conn))
         with pytest.raises(TunnelError, match="Cannot send"):
-            await pool.request("c", "GET", target, httputil.HTTPHeaders(headers))
+            await pool.request("GET", target, httputil.HTTPHeaders(headers))
         assert conn.sent == b""
+
+    asyncio.run(main())
+
+
+def test_a_content_length_beside_chunked_framing_is_not_passed_on():
+    """RFC 9112 6.3: the chunked framing wins, and the proxy must not forward the length."""
+    async def main():
+        _, response = await respond([b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n"
+                                     b"5\r\nhello\r\n0\r\n\r\n"])
+        assert await response.read() == b"hello"
+        assert "Content-Length" not in response.headers
 
     asyncio.run(main())
