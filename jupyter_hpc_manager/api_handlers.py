@@ -10,22 +10,15 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .errors import HPCError, NotFoundError, ValidationError
-from .sessions import SessionManager, utcnow_iso
+from . import contract
+from .base import HPCHandlerMixin
+from .errors import NotFoundError, ValidationError
 
-AUTH_RESOURCE = "hpc"
 MAX_BODY_BYTES = 64 * 1024
 
 
-class HPCAPIHandler(APIHandler):
-    """Base: the manager from settings, JSON bodies, and the contract's error body."""
-
-    auth_resource = AUTH_RESOURCE
-
-    @property
-    def manager(self) -> SessionManager:
-        manager: SessionManager = self.settings["hpc_manager"]
-        return manager
+class HPCAPIHandler(HPCHandlerMixin, APIHandler):
+    """Base: JSON bodies in and out, and the contract's error body."""
 
     def json_body(self) -> dict[str, Any]:
         raw = self.request.body
@@ -47,35 +40,10 @@ class HPCAPIHandler(APIHandler):
         self.finish(json.dumps(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """The contract's error body: error, details, timestamp (plus message, which
-        JupyterLab's ServerConnection.ResponseError reads)."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        details: dict[str, Any] = {}
-        if isinstance(exc, HPCError):
-            status_code = exc.status_code
-            self.set_status(status_code)
-            message = exc.message
-            details = {"type": exc.kind, **exc.details}
-        elif isinstance(exc, web.HTTPError):
-            message = exc.log_message % exc.args if exc.log_message and exc.args else (
-                exc.log_message or exc.reason or self._reason)
-        else:
-            message = "Internal server error"
+        status_code, message, details = self.error_info(status_code, kwargs)
+        self.set_status(status_code)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({
-            "error": message,
-            "message": message,
-            "details": details,
-            "timestamp": utcnow_iso(),
-        }))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, HPCError):
-            level = self.log.warning if value.status_code >= 500 else self.log.info
-            level("jupyter-hpc-manager: %s %s -> %s %s: %s", self.request.method,
-                  self.request.path, value.status_code, value.kind, value.message)
-        else:
-            super().log_exception(typ, value, tb)
+        self.finish(json.dumps(contract.error_body(message, details)))
 
 
 class HealthHandler(HPCAPIHandler):
@@ -89,8 +57,11 @@ class ClusterStatusHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        refresh = self.get_query_argument("refresh", "false").lower() in ("true", "1", "yes")
-        self.write_json(await self.manager.cluster_status(refresh=refresh))
+        refresh = self.get_query_argument("refresh", "false")
+        if refresh not in ("true", "false"):
+            raise ValidationError("Invalid refresh value: must be true or false",
+                                  {"field": "refresh"})
+        self.write_json(await self.manager.cluster_status(refresh=refresh == "true"))
 
 
 class StatusHandler(HPCAPIHandler):

@@ -52,7 +52,7 @@ class HPCManagerApp(ExtensionApp):
     async def stop_extension(self) -> None:
         manager = getattr(self, "manager", None)
         if manager is not None:
-            manager.close()
+            await manager.aclose()
 
 
 main = launch_new_instance = HPCManagerApp.launch_instance

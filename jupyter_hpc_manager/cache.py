@@ -29,7 +29,12 @@ class TTLCache(Generic[T]):
         self._value: T | None = None
         self._stamp: float | None = None
         self._inflight: asyncio.Future[T] | None = None
+        self._inflight_since = 0.0
         self._generation = 0
+
+    def asking_for(self) -> float:
+        """For how long the query now running has been running (0: none runs)."""
+        return self.clock() - self._inflight_since if self._inflight is not None else 0.0
 
     def invalidate(self) -> None:
         """Forget the value, and let the next caller start a new query instead of joining one
@@ -48,6 +53,7 @@ class TTLCache(Generic[T]):
                 return CacheHit(self._value, age, True)  # type: ignore[arg-type]
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._fetch(fetch))
+            self._inflight_since = self.clock()
         value = await asyncio.shield(self._inflight)
         return CacheHit(value, 0.0, False)
 
@@ -63,3 +69,10 @@ class TTLCache(Generic[T]):
             self._value = value
             self._stamp = self.clock()
         return value
+
+    async def aclose(self) -> None:
+        """Cancel a query still running (the server is stopping)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None and not inflight.done():
+            inflight.cancel()
+            await asyncio.gather(inflight, return_exceptions=True)

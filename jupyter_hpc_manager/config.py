@@ -24,6 +24,7 @@ from traitlets import (
 from traitlets.config import LoggingConfigurable
 
 from . import validation
+from .errors import ValidationError
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -177,6 +178,12 @@ class HPCManager(LoggingConfigurable):
         120, config=True,
         help="Seconds cluster-status answers from its cache before it asks SLURM again.",
     )
+    status_wait = Float(
+        5.0, config=True,
+        help="Seconds cluster-status waits for a cluster's squeue. A cluster that has not "
+        "answered by then is shown by its last answer (or as unknown, still being asked) and "
+        "its query goes on, so one hung login node does not hold up the others.",
+    )
     refresh_min_interval = Float(
         1.0, config=True,
         help="Seconds after a status query during which ?refresh=true shares that query's "
@@ -250,7 +257,8 @@ class HPCManager(LoggingConfigurable):
 
     @validate("default_cpus")
     def _check_cpus(self, proposal: Any) -> str:
-        return str(self._check(validation.parse_cpus, proposal, self.max_cpus))
+        # Against max_cpus in check(), once every setting is loaded (their order is not known).
+        return str(self._check(validation.parse_cpus, proposal, 9999))
 
     @validate("default_mem")
     def _check_mem(self, proposal: Any) -> str:
@@ -264,7 +272,7 @@ class HPCManager(LoggingConfigurable):
     def _check(parse: Any, proposal: Any, *args: Any) -> Any:
         try:
             return parse(proposal["value"], *args)
-        except Exception as exc:
+        except ValidationError as exc:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r}: {exc}") from exc
 
     @validate("refresh_min_interval")
@@ -279,7 +287,8 @@ class HPCManager(LoggingConfigurable):
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} is too small")
         return int(proposal["value"])
 
-    @validate("launch_timeout", "poll_interval", "stop_timeout", "ssh_timeout", "command_timeout")
+    @validate("launch_timeout", "poll_interval", "stop_timeout", "ssh_timeout", "command_timeout",
+              "status_wait")
     def _check_positive_float(self, proposal: Any) -> float:
         if proposal["value"] <= 0:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be above 0")
@@ -295,7 +304,11 @@ class HPCManager(LoggingConfigurable):
                 f"default_hpc {self.default_hpc!r} is not a configured cluster "
                 f"({', '.join(self.clusters)})"
             )
-        validation.parse_cpus(self.default_cpus, self.max_cpus)
+        try:
+            validation.parse_cpus(self.default_cpus, self.max_cpus)
+        except ValidationError as exc:
+            raise TraitError(f"default_cpus {self.default_cpus!r} with max_cpus {self.max_cpus}: "
+                             f"{exc.message}") from exc
 
     @property
     def default_cluster(self) -> str | None:

@@ -8,7 +8,8 @@
     ├── TunnelError (500)           the path to the IDE on the compute node failed
     ├── StateError (500)            the session record could not be saved
     └── SshError (502)              the login node could not be reached or a command failed there
-        └── HostKeyError (502)      the login node's host key is unknown or has changed
+        ├── HostKeyError (502)      the login node's host key is unknown or has changed
+        └── ConnectionLost (502)    the connection died before a command or channel started
 
 Foreign exceptions (paramiko, socket, SLURM's stderr) are mapped to these once, at the boundary
 where they happen, with ``raise ... from exc``; the REST layer turns them into the contract's
@@ -65,3 +66,7 @@ class SshError(HPCError):
 
 class HostKeyError(SshError):
     pass
+
+
+class ConnectionLost(SshError):
+    """Nothing ran: the caller may connect again and retry once."""

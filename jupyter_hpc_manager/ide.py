@@ -1,102 +1,120 @@
-"""Talking to the IDE through its tunnel: HTTP over pooled channels (upstream.py), the resolver
-that maps a session's tunnel host name to its private UNIX socket (for websockets), the health
-check, and the login that gets code-server's session cookie with the job's password (kept on
-the server; the browser never sees either)."""
+"""One session's VS Code, as the rest of the server uses it: the one facade the proxy talks to.
+HTTP over the tunnel's kept-alive channels, websockets over channels of their own (the same
+tunnel), the health check, and code-server's session cookie: the server logs in with the job's
+password and adds the cookie to every request itself; the browser never sees either."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
 
-import paramiko
 from tornado import httputil
-from tornado.netutil import Resolver
 
 from .errors import TunnelError
-from .upstream import Response, UpstreamPool, channel_connector
+from .tunnel import Tunnel
+from .upstream import Response, UpstreamPool
 
 SESSION_COOKIE = "code-server-session"
 TUNNEL_DOMAIN = ".hpc-tunnel"
 
 
 def tunnel_host(hpc: str) -> str:
-    """The made-up host name under which a cluster's IDE is fetched; the resolver maps it to the
-    tunnel's socket, so it never reaches DNS."""
+    """The made-up Host under which the server itself talks to a cluster's IDE (health check,
+    login); it never reaches DNS."""
     return f"{hpc}{TUNNEL_DOMAIN}"
 
 
-class TunnelResolver(Resolver):
-    def initialize(self, lookup: Callable[[str], str | None]) -> None:
-        self.lookup = lookup
-
-    async def resolve(self, host: str, port: int,
-                      family: socket.AddressFamily = socket.AF_UNSPEC) -> list[tuple[int, Any]]:
-        path = self.lookup(host[: -len(TUNNEL_DOMAIN)]) if host.endswith(TUNNEL_DOMAIN) else None
-        if path is None:
-            raise TunnelError(f"No tunnel for {host}")
-        return [(socket.AF_UNIX, path)]
-
-
-class IDEClient:
-    """How this server talks to every IDE, through tunnels only: HTTP over channels it reads
-    itself (kept alive between requests), websockets over the tunnels' private sockets."""
-
-    def __init__(self, lookup: Callable[[str], str | None],
-                 open_channel: Callable[[str], Awaitable[paramiko.Channel]],
-                 timeout: float = 15.0) -> None:
-        self.resolver = TunnelResolver(lookup=lookup)
-        self.upstream = UpstreamPool(channel_connector(open_channel))
+class IDE:
+    def __init__(self, hpc: str, job_id: str, node: str | None, tunnel: Tunnel, password: str,
+                 log: logging.Logger, timeout: float = 15.0) -> None:
+        self.hpc = hpc
+        self.job_id = job_id
+        self.node = node
+        self.tunnel = tunnel
+        self._password = password
+        self.log = log
         self.timeout = timeout
+        self.pool = UpstreamPool(tunnel.connect)
+        self.cookie: str | None = None  # code-server's session, once logged in
+        self._login = asyncio.Lock()
 
-    def url(self, hpc: str, path: str, scheme: str = "http") -> str:
-        return f"{scheme}://{tunnel_host(hpc)}/{path.lstrip('/')}"
+    @property
+    def ready(self) -> bool:
+        return self.cookie is not None
 
-    async def request(self, hpc: str, method: str, target: str,
-                      headers: httputil.HTTPHeaders | None = None, body: Any = None) -> Response:
-        return await self.upstream.request(hpc, method, target,
-                                           headers or httputil.HTTPHeaders(), body)
+    # -- for the proxy -------------------------------------------------------------------------
+    def _with_session(self, headers: httputil.HTTPHeaders) -> httputil.HTTPHeaders:
+        cookies = [c for c in (headers.get("Cookie"),) if c]
+        headers["Cookie"] = "; ".join([*cookies, f"{SESSION_COOKIE}={self.cookie}"])
+        return headers
 
-    async def _call(self, hpc: str, method: str, target: str, headers: dict[str, str],
-                    body: bytes | None = None) -> tuple[Response, bytes]:
-        async def call() -> tuple[Response, bytes]:
-            with await self.request(hpc, method, target, httputil.HTTPHeaders(
-                    {"Host": tunnel_host(hpc), **headers}), body) as response:
-                return response, await response.read()
+    async def request(self, method: str, target: str, headers: httputil.HTTPHeaders,
+                      body: bytes | AsyncIterable[bytes] | None = None) -> Response:
+        """A request as the logged-in user (``headers`` are the caller's to give away)."""
+        return await self.pool.request(method, target, self._with_session(headers), body)
+
+    async def upgrade(self, target: str, headers: httputil.HTTPHeaders) -> Response:
+        """A websocket handshake on a connection of its own: on a 101 the caller takes the
+        connection over (Response.take_connection) and relays its bytes both ways."""
+        return await self.pool.request("GET", target, self._with_session(headers), fresh=True)
+
+    async def relogin(self, stale: str | None) -> None:
+        """code-server forgot our session (it restarted, or the cookie expired): log in again,
+        once for however many requests noticed."""
+        async with self._login:
+            if self.cookie == stale:
+                self.log.info("jupyter-hpc-manager: logging in to VS Code on %s again (job %s)",
+                              self.hpc, self.job_id)
+                self.cookie = await self._log_in()
+
+    # -- readiness -----------------------------------------------------------------------------
+    async def _call(self, method: str, target: str, headers: dict[str, str],
+                    body: bytes | None = None) -> Response:
+        async def call() -> Response:
+            with await self.pool.request(method, target, httputil.HTTPHeaders(
+                    {"Host": tunnel_host(self.hpc), **headers}), body) as response:
+                await response.read()
+                return response
         return await asyncio.wait_for(call(), self.timeout)
 
-    async def healthy(self, hpc: str) -> bool:
-        """Does code-server answer HTTP through the tunnel?"""
+    async def start(self) -> bool:
+        """Does code-server answer HTTP through the tunnel? Then log in. False: not yet."""
         try:
-            response, _ = await self._call(hpc, "GET", "/healthz", {})
+            response = await self._call("GET", "/healthz", {})
         except (OSError, TunnelError, asyncio.TimeoutError):
             return False
-        return response.code == 200
+        if response.code != 200:
+            return False
+        async with self._login:
+            if self.cookie is None:
+                self.cookie = await self._log_in()
+        return True
 
-    async def login(self, hpc: str, password: str) -> str:
-        """Log in to code-server; returns its session cookie's value."""
-        body = urllib.parse.urlencode({"password": password}).encode()
+    async def _log_in(self) -> str:
+        body = urllib.parse.urlencode({"password": self._password}).encode()
         try:
-            response, _ = await self._call(
-                hpc, "POST", "/login",
-                {"Content-Type": "application/x-www-form-urlencoded"}, body)
+            response = await self._call(
+                "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, body)
         except (OSError, TunnelError, asyncio.TimeoutError) as exc:
-            raise TunnelError(f"Cannot reach VS Code on {hpc} to log in: "
+            raise TunnelError(f"Cannot reach VS Code on {self.hpc} to log in: "
                               f"{getattr(exc, 'message', exc) or 'timed out'}") from exc
         cookie = session_cookie(response.headers.get_list("Set-Cookie"))
         if response.code not in (301, 302, 303) or cookie is None:
             # Never echo the body or the password; the status says enough.
             raise TunnelError(
-                f"VS Code on {hpc} refused the job's password (HTTP {response.code})",
-                {"hpc": hpc, "status": response.code},
+                f"VS Code on {self.hpc} refused the job's password (HTTP {response.code})",
+                {"hpc": self.hpc, "status": response.code},
             )
         return cookie
 
     def close(self) -> None:
-        self.upstream.close()
+        """Ends every connection to this IDE: pooled ones and websockets."""
+        self.pool.close()
+        self.tunnel.close()
+        self.cookie = None
 
 
 def session_cookie(set_cookie_headers: list[str]) -> str | None:

@@ -1,12 +1,15 @@
 """The IDE at {base_url}hpc/code/ (the active cluster) and {base_url}hpc/<cluster>/code/: HTTP
-(any method, bodies streamed both ways with back-pressure) and websockets on the same URL,
-through the session's tunnel, behind Jupyter's login. The proxy logs in to code-server with the
-job's password and sends code-server's session cookie upstream itself; the browser never sees
-either, and Jupyter's token and cookies never reach the IDE."""
+(any method, bodies streamed both ways with back-pressure) and websockets on the same URL, behind
+Jupyter's login, all over channels of the session's tunnel (ide.IDE, the one facade). The
+server logs in to code-server with the job's password and sends code-server's session cookie
+upstream itself; the browser never sees either, and Jupyter's token and cookies never reach the
+IDE. A websocket is relayed as bytes once both sides agreed to the upgrade (as nginx does), so
+its frames, compression and subprotocol are the browser's and code-server's own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -14,19 +17,15 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import httputil, web
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketHandler, websocket_connect
+from tornado.iostream import IOStream, StreamClosedError
 
+from .base import HPCHandlerMixin
 from .errors import HPCError, NotFoundError, TunnelError
-from .ide import SESSION_COOKIE
-from .sessions import Session, SessionManager
-from .upstream import Response
+from .ide import IDE, SESSION_COOKIE, TUNNEL_DOMAIN
+from .upstream import ChannelConnection, Response
 
-AUTH_RESOURCE = "hpc"
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade",
@@ -35,11 +34,12 @@ HOP_BY_HOP = frozenset({
 # (Expect: tornado has answered 100-continue to the browser already.)
 DROPPED_REQUEST_HEADERS = frozenset({"authorization", "cookie", "host", "expect"})
 JUPYTER_COOKIE_PREFIXES = ("username-", "jupyterhub-", "_xsrf")
-WS_MAX_MESSAGE = 256 * 1024 * 1024
 # How much of a download may be on its way to the browser before the proxy waits for it to be
 # taken: large enough that waiting is rare, small enough that nothing is held whole.
 FLUSH_BYTES = 512 * 1024
+RELAY_READ = 256 * 1024
 _END = object()
+_relays: set[asyncio.Future[Any]] = set()  # websockets being relayed (kept from the GC)
 
 
 def _hop_by_hop(headers: httputil.HTTPHeaders) -> frozenset[str]:
@@ -48,22 +48,15 @@ def _hop_by_hop(headers: httputil.HTTPHeaders) -> frozenset[str]:
 
 
 @web.stream_request_body
-class IDEProxyHandler(WebSocketHandler, JupyterHandler):
+class IDEProxyHandler(HPCHandlerMixin):
     """One handler for HTTP and websocket requests to one cluster's IDE."""
-
-    auth_resource = AUTH_RESOURCE
-
-    @property
-    def manager(self) -> SessionManager:
-        manager: SessionManager = self.settings["hpc_manager"]
-        return manager
 
     def initialize(self, active: bool = False) -> None:
         self.active = active
         self._body: asyncio.Queue[Any] | None = None
         self._upstream: asyncio.Task[Any] | None = None
-        self._ws: WebSocketClientConnection | None = None
         self._route_prefix = ""  # this route's URL prefix, set by _split
+        self._answering = False  # the IDE's answer has begun reaching the browser
 
     # -- where the request goes ----------------------------------------------------------------
     def _split(self, args: tuple[str, ...]) -> tuple[str | None, str]:
@@ -85,20 +78,23 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
                                                       "code/"]
         return url_path_join(self.base_url, *parts)
 
-    def _upstream_headers(self, session: Session) -> httputil.HTTPHeaders:
+    def _upstream_headers(self, upgrade: bool = False) -> httputil.HTTPHeaders:
+        """The browser's headers minus Jupyter's credentials and hop-by-hop ones (the IDE's
+        session cookie is added by the IDE facade)."""
         headers = httputil.HTTPHeaders()
         skip = _hop_by_hop(self.request.headers) | DROPPED_REQUEST_HEADERS
         for name, value in self.request.headers.get_all():
-            if name.lower() not in skip and not name.lower().startswith("sec-websocket-"):
+            if name.lower() not in skip:
                 headers.add(name, value)
         # code-server checks Origin against Host: keep the browser's Host so they agree.
         headers["Host"] = self.request.host
-        cookies = []
-        for name, morsel in self.request.cookies.items():
-            if not name.startswith(JUPYTER_COOKIE_PREFIXES) and name != SESSION_COOKIE:
-                cookies.append(f"{name}={morsel.value}")
-        cookies.append(f"{SESSION_COOKIE}={session.ide_cookie}")
-        headers["Cookie"] = "; ".join(cookies)
+        cookies = [f"{name}={morsel.value}" for name, morsel in self.request.cookies.items()
+                   if not name.startswith(JUPYTER_COOKIE_PREFIXES) and name != SESSION_COOKIE]
+        if cookies:
+            headers["Cookie"] = "; ".join(cookies)
+        if upgrade:
+            headers["Connection"] = "Upgrade"
+            headers["Upgrade"] = "websocket"
         return headers
 
     # -- XSRF -------------------------------------------------------------------------------------
@@ -113,9 +109,6 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         if not origin and self.request.headers.get("Referer") and self.check_referer():
             return None
         return super().check_xsrf_cookie()
-
-    def check_origin(self, origin: str = "") -> bool:
-        return JupyterHandler.check_origin(self, origin)
 
     # -- HTTP --------------------------------------------------------------------------------------
     async def prepare(self) -> None:  # type: ignore[override]
@@ -152,7 +145,7 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
 
     @web.authenticated
     @authorized("execute")
-    async def get(self, *args: str, **kwargs: str) -> None:  # type: ignore[override]
+    async def get(self, *args: str) -> None:
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
             await self._websocket(*args)
         else:
@@ -178,15 +171,16 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
     async def _proxy(self, *args: str) -> None:
         hpc, path = self._split(args)
         try:
-            session = await self.manager.ide_session(hpc)
+            ide = await self.manager.ide(hpc)
             for attempt in (1, 2):
-                retry = await self._fetch(session, path, replayable=self._body is None
+                stale = ide.cookie
+                retry = await self._fetch(ide, path, replayable=self._body is None
                                           and attempt == 1)
                 if not retry:
                     break
-                await self.manager.relogin(session)
+                await ide.relogin(stale)
         except HPCError as exc:
-            if self._headers_written:
+            if self._answering:
                 self.log.warning("jupyter-hpc-manager: proxy to %s broke mid-response: %s",
                                  hpc or "the active cluster", exc.message)
                 self.request.connection.close()  # type: ignore[union-attr]
@@ -195,53 +189,58 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
         if not self._finished:
             self.finish()
 
-    async def _fetch(self, session: Session, path: str, replayable: bool) -> bool:
+    async def _fetch(self, ide: IDE, path: str, replayable: bool) -> bool:
         """One upstream request; True if code-server wants a new login and it can be retried."""
-        headers = self._upstream_headers(session)
-        body: AsyncIterator[bytes] | None = None
+        headers = self._upstream_headers()
+        body: AsyncIterator[bytes] | bytes | None = None
         if self._body is not None:
             if "Content-Length" in self.request.headers or "Transfer-Encoding" in \
                     self.request.headers:
                 body = self._body_pieces()
             else:
                 await self._body.get()  # no body was sent: only the end marker comes
-                body = b""  # type: ignore[assignment]
+                body = b""
         try:
-            response = await self.manager.ide_client.request(
-                session.hpc, self.request.method or "GET", path, headers, body)
+            response = await ide.request(self.request.method or "GET", path, headers, body)
         except (OSError, TunnelError) as exc:
-            raise TunnelError(f"Cannot reach VS Code on {session.hpc} (node {session.node}): "
-                              f"{getattr(exc, 'message', exc)}", {"hpc": session.hpc}) from exc
+            raise TunnelError(f"Cannot reach VS Code on {ide.hpc} (node {ide.node}): "
+                              f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
         with response:
             if replayable and _wants_login(response.code, response.headers):
                 response.close()
                 return True
-            self._send_headers(response, session)
-            pending = 0
-            try:
-                async for chunk in response.body():
-                    self.write(chunk)
-                    pending += len(chunk)
-                    if pending >= FLUSH_BYTES:
-                        # Back-pressure: read more from the IDE once the browser has this.
-                        pending = 0
-                        await self.flush()
-                    elif not (response.last or response.buffered()):
-                        # Nothing more here yet: what came goes now (streams stay live). (The
-                        # last piece goes with finish(), in the same write.)
-                        self.flush().add_done_callback(_retrieve)
-            except StreamClosedError:
-                response.close()  # the browser went away; so does the upstream connection
-            except OSError as exc:
-                raise TunnelError(f"VS Code on {session.hpc}: {exc}") from exc
+            await self._pass_on(response, ide)
         return False
 
-    def _send_headers(self, response: Response, session: Session) -> None:
+    async def _pass_on(self, response: Response, ide: IDE) -> None:
+        """The IDE's answer, streamed to the browser with back-pressure."""
+        self._send_headers(response)
+        pending = 0
+        try:
+            async for chunk in response.body():
+                self.write(chunk)
+                pending += len(chunk)
+                if pending >= FLUSH_BYTES:
+                    # Back-pressure: read more from the IDE once the browser has this.
+                    pending = 0
+                    await self.flush()
+                elif not (response.last or response.buffered()):
+                    # Nothing more here yet: what came goes now (streams stay live). (The
+                    # last piece goes with finish(), in the same write.)
+                    self.flush().add_done_callback(_retrieve)
+        except StreamClosedError:
+            response.close()  # the browser went away; so does the upstream connection
+        except OSError as exc:
+            raise TunnelError(f"VS Code on {ide.hpc}: {exc}") from exc
+
+    def _send_headers(self, response: Response) -> None:
+        self._answering = True
         self.set_status(response.code, response.reason or None)
         self.clear_header("Content-Type")
         headers = response.headers
-        skip = _hop_by_hop(headers)
+        skip = _hop_by_hop(headers) if response.code != 101 else frozenset()
         prefix = self._route_prefix
+        seen: set[str] = set()
         for name, value in headers.get_all():
             lname = name.lower()
             if lname in skip:
@@ -250,101 +249,92 @@ class IDEProxyHandler(WebSocketHandler, JupyterHandler):
                 cookie = _rewrite_cookie(value, prefix)
                 if cookie:
                     self.add_header(name, cookie)
-            elif lname == "location":
-                self.set_header(name, _rewrite_location(value, prefix))
-            else:
-                self.set_header(name, value)
+                continue
+            if lname == "location":
+                value = _rewrite_location(value, prefix)
+            # The IDE's value replaces a default of Jupyter's; a repeated header is kept whole.
+            (self.add_header if lname in seen else self.set_header)(name, value)
+            seen.add(lname)
 
     # -- websockets --------------------------------------------------------------------------------
     async def _websocket(self, *args: str) -> None:
-        # Refuse other sites before anything reaches the IDE (tornado checks again on upgrade).
+        # Refuse other sites before anything reaches the IDE.
         origin = self.request.headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             raise web.HTTPError(403, "Cross-origin websocket refused")
         hpc, path = self._split(args)
-        session = await self.manager.ide_session(hpc)
-        protocols = [p.strip() for p in
-                     self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        ide = await self.manager.ide(hpc)
         for attempt in (1, 2):
-            request = HTTPRequest(self.manager.ide_client.url(session.hpc, path, scheme="ws"),
-                                  headers=self._upstream_headers(session), connect_timeout=15,
-                                  request_timeout=0)
+            stale = ide.cookie
             try:
-                self._ws = await websocket_connect(
-                    request, on_message_callback=self._from_ide, subprotocols=protocols or None,
-                    resolver=self.manager.ide_client.resolver, max_message_size=WS_MAX_MESSAGE)
-                break
-            except HTTPClientError as exc:
-                if attempt == 1 and exc.code in (401, 403):
-                    await self.manager.relogin(session)
-                    continue
-                raise TunnelError(f"VS Code on {session.hpc} refused the websocket: {exc}",
-                                  {"hpc": session.hpc}) from exc
+                response = await ide.upgrade(path, self._upstream_headers(upgrade=True))
             except (OSError, TunnelError) as exc:
-                raise TunnelError(f"Cannot reach VS Code on {session.hpc}: {exc}",
-                                  {"hpc": session.hpc}) from exc
-        await WebSocketHandler.get(self, *args)
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        return self._ws.selected_subprotocol if self._ws else None
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        return None
-
-    async def on_message(self, message: str | bytes) -> None:
-        if self._ws is not None:
-            try:
-                await self._ws.write_message(message, binary=isinstance(message, bytes))
-            except Exception:  # the IDE side closed; closing ours says so
-                self.close()
-
-    def _from_ide(self, message: str | bytes | None) -> None:
-        if message is None:
-            code = self._ws.close_code if self._ws else None
-            self.close(code if code and code >= 1000 and code not in (1005, 1006) else 1001)
+                raise TunnelError(f"Cannot reach VS Code on {ide.hpc}: "
+                                  f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
+            if response.code == 101:
+                break
+            with response:
+                if attempt == 1 and (response.code == 403
+                                     or _wants_login(response.code, response.headers)):
+                    response.close()
+                    await ide.relogin(stale)
+                    continue
+                await self._pass_on(response, ide)  # refused: the IDE's answer, as it is
+            self.finish()
             return
-        try:
-            self.write_message(message, binary=isinstance(message, bytes))
-        except Exception:
-            if self._ws is not None:
-                self._ws.close()
-
-    def on_close(self) -> None:
-        if self._ws is not None:
-            self._ws.close()
-            self._ws = None
+        # Both sides agreed: answer the browser with the IDE's 101, then relay bytes.
+        self._send_headers(response)
+        self.finish()
+        stream = self.detach()
+        # Editor and terminal traffic is many small frames: no Nagle delay on either leg.
+        stream.set_nodelay(True)
+        relay = asyncio.ensure_future(_relay(stream, response.take_connection()))
+        _relays.add(relay)
+        relay.add_done_callback(_relays.discard)
 
     # -- errors --------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A page for a person (this is a browser tab), with a way back to JupyterLab."""
+        status_code, message, _ = self.error_info(status_code, kwargs)
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, HPCError):
-            status_code = 502 if exc.status_code >= 500 else exc.status_code
-            if isinstance(exc, NotFoundError):
-                status_code = 404
-            self.set_status(status_code)
-            message = exc.message
-        elif isinstance(exc, web.HTTPError):
-            message = exc.log_message or exc.reason or self._reason or "Error"
-        else:
-            message = "Internal server error"
+        if isinstance(exc, HPCError) and not isinstance(exc, NotFoundError):
+            status_code = 502 if status_code >= 500 else status_code
+        self.set_status(status_code)
         lab = url_path_join(self.base_url, "lab")
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(ERROR_PAGE.format(status=status_code, message=html.escape(message),
                                       lab=html.escape(lab, quote=True)))
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, HPCError):
-            self.log.info("jupyter-hpc-manager: %s %s -> %s", self.request.method,
-                          self.request.path, value.message)
-        else:
-            super().log_exception(typ, value, tb)
+
+async def _relay(stream: IOStream, conn: ChannelConnection) -> None:
+    """Bytes both ways between the browser and the IDE until either side closes; each side
+    waits for the other to take what it was given (back-pressure)."""
+
+    async def browser_to_ide() -> None:
+        try:
+            while True:
+                await conn.send(await stream.read_bytes(RELAY_READ, partial=True))
+        except (StreamClosedError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    async def ide_to_browser() -> None:
+        try:
+            while data := await conn.recv():
+                await stream.write(data)
+        except (StreamClosedError, OSError):
+            pass
+        finally:
+            stream.close()
+
+    with contextlib.suppress(Exception):
+        await asyncio.gather(browser_to_ide(), ide_to_browser())
 
 
-class SlashHandler(JupyterHandler):
+class SlashHandler(HPCHandlerMixin):
     """hpc/code and hpc/<cluster>/code: the IDE's relative URLs need the trailing slash."""
-
-    auth_resource = AUTH_RESOURCE
 
     @web.authenticated
     @authorized("execute")
@@ -372,7 +362,7 @@ def _rewrite_location(location: str, prefix: str) -> str:
     """Relative redirects work under any prefix as they are; absolute ones are mapped into it."""
     parts = urllib.parse.urlsplit(location)
     if parts.scheme or parts.netloc:
-        if not parts.netloc.endswith(".hpc-tunnel"):
+        if not parts.netloc.endswith(TUNNEL_DOMAIN):
             return location  # somewhere else entirely
         location = urllib.parse.urlunsplit(("", "", parts.path, parts.query, parts.fragment))
     if location.startswith("/"):

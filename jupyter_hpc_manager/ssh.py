@@ -1,8 +1,10 @@
 """SSH to the login nodes: one persistent paramiko Transport per cluster, shared by every command
-(and later every tunnel channel), host keys verified, reopened on the next call after a drop.
+and every tunnel channel, host keys verified.
 
-Everything here blocks; callers run it in the manager's executor, never on the event loop.
-paramiko and socket errors are mapped to our errors here, once."""
+Everything here blocks; callers run it in the manager's executor, never on the event loop, and
+every wait has a bound (connect_timeout for each step of a connection, command_timeout for a
+command). Connecting takes no lock: the per-cluster layer (cluster.py) makes concurrent callers
+share one attempt. paramiko and socket errors are mapped to our errors here, once."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import paramiko
 
 from .config import ClusterConfig
-from .errors import HostKeyError, SshError, TunnelError
+from .errors import ConnectionLost, HostKeyError, SshError, TunnelError
 
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "~/.ssh/known_hosts")
@@ -115,7 +117,9 @@ def resolve_jump(spec: str, ssh_config_file: str) -> Endpoint:
 
 
 class SSHConnection:
-    """The one Transport of one cluster. Thread-safe; opens itself lazily."""
+    """The Transport of one cluster's login node. Thread-safe. ``connect()`` makes a new one;
+    ``run`` and ``open_channel`` use a given one, and raise ConnectionLost when it turns out
+    dead before anything ran on it (so the caller may reconnect and try once more)."""
 
     def __init__(self, cluster: ClusterConfig, settings: SSHSettings,
                  log: logging.Logger, on_connect: Callable[[], None] | None = None) -> None:
@@ -123,10 +127,11 @@ class SSHConnection:
         self.settings = settings
         self.log = log
         self._on_connect = on_connect
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held only to swap the current transport, never to wait
         self._transport: paramiko.Transport | None = None
         # A transport reached through a jump host, and that jump host's own transport.
         self._jumps: dict[paramiko.Transport, paramiko.Transport] = {}
+        self._closed = False
 
     # -- connecting --------------------------------------------------------------------------
     def _host_keys(self) -> paramiko.HostKeys:
@@ -166,7 +171,7 @@ class SSHConnection:
                 {"host": name, "fingerprint": fingerprint(key)},
             )
 
-    def _auth(self, transport: paramiko.Transport, endpoint: Endpoint) -> None:
+    def _auth(self, transport: paramiko.Transport, endpoint: Endpoint, deadline: float) -> None:
         tried: list[str] = []
         locked: list[str] = []
         keys: list[tuple[str, paramiko.PKey]] = []
@@ -191,6 +196,8 @@ class SSHConnection:
             keys.extend((f"ssh-agent key {k.get_name()}", k) for k in agent.get_keys())
             for label, key in keys:
                 tried.append(label)
+                # Each try waits for the server's answer at most until the connection's deadline.
+                transport.auth_timeout = _remaining(deadline)
                 try:
                     transport.auth_publickey(endpoint.user, key)
                 except paramiko.AuthenticationException:
@@ -214,11 +221,11 @@ class SSHConnection:
             {"host": endpoint.hostname},
         )
 
-    def _tcp(self, endpoint: Endpoint, role: str = "login node") -> socket.socket:
+    def _tcp(self, endpoint: Endpoint, deadline: float, role: str = "login node") -> socket.socket:
         where = f"{endpoint.hostname}:{endpoint.port}"
         try:
             sock = socket.create_connection(
-                (endpoint.hostname, endpoint.port), timeout=self.settings.connect_timeout
+                (endpoint.hostname, endpoint.port), timeout=_remaining(deadline)
             )
         except OSError as exc:
             raise SshError(
@@ -230,44 +237,75 @@ class SSHConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _connect(self) -> paramiko.Transport:
+    def connect(self) -> paramiko.Transport:
+        """A new, authenticated Transport, which becomes the current one. Bounded: the whole
+        connection (jump host included) fails after connect_timeout."""
+        deadline = time.monotonic() + self.settings.connect_timeout
+        if self._transport is not None and not self._transport.is_active():
+            self.log.info("jupyter-hpc-manager: SSH to %s was lost; reconnecting",
+                          self.cluster.name)
         endpoint = resolve_endpoint(self.cluster, self.settings.ssh_config_file)
+        jump_transport = None
         if endpoint.proxy_jump is None:
-            return self._handshake(endpoint, self._tcp(endpoint))
-        # ProxyJump: an SSH connection to the jump host, and through it (direct-tcpip) the one
-        # to the login node; both verified and authenticated on their own, as `ssh -J` does.
-        jump = resolve_jump(endpoint.proxy_jump, self.settings.ssh_config_file)
-        jump_transport = self._handshake(jump, self._tcp(jump, "jump host"), role="jump host")
-        try:
-            sock = jump_transport.open_channel(
-                "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
-                timeout=self.settings.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            jump_transport.close()
-            raise SshError(
-                f"The jump host {jump.hostname} cannot reach the login node of "
-                f"{self.cluster.name!r} at {endpoint.hostname}:{endpoint.port}: {exc}",
-                {"host": endpoint.hostname},
-            ) from exc
-        try:
-            transport = self._handshake(endpoint, sock)
-        except SshError:
-            jump_transport.close()
-            raise
-        self._jumps[transport] = jump_transport
+            transport = self._handshake(endpoint, self._tcp(endpoint, deadline), deadline)
+        else:
+            # ProxyJump: an SSH connection to the jump host, and through it (direct-tcpip) the
+            # one to the login node; both verified and authenticated on their own, as `ssh -J`.
+            jump = resolve_jump(endpoint.proxy_jump, self.settings.ssh_config_file)
+            jump_transport = self._handshake(jump, self._tcp(jump, deadline, "jump host"),
+                                             deadline, role="jump host")
+            try:
+                sock = jump_transport.open_channel(
+                    "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
+                    timeout=_remaining(deadline))
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                jump_transport.close()
+                raise SshError(
+                    f"The jump host {jump.hostname} cannot reach the login node of "
+                    f"{self.cluster.name!r} at {endpoint.hostname}:{endpoint.port}: {exc}",
+                    {"host": endpoint.hostname},
+                ) from exc
+            try:
+                transport = self._handshake(endpoint, sock, deadline)
+            except SshError:
+                jump_transport.close()
+                raise
+        with self._lock:
+            old, self._transport = self._transport, transport
+            if jump_transport is not None:
+                self._jumps[transport] = jump_transport
+            closed = self._closed
+        if old is not None:
+            self._close(old)
+        if closed:  # the server stopped while we were connecting
+            self._close(transport)
+            raise ConnectionLost(f"SSH to {self.cluster.name!r} was closed")
+        if self._on_connect:
+            self._on_connect()
         return transport
 
     def _handshake(self, endpoint: Endpoint, sock: socket.socket | paramiko.Channel,
-                   role: str = "login node") -> paramiko.Transport:
+                   deadline: float, role: str = "login node") -> paramiko.Transport:
         where = f"{endpoint.hostname}:{endpoint.port}"
         transport = paramiko.Transport(sock)
         # AES-GCM first: authenticated encryption, and the fastest cipher paramiko has here.
         options = transport.get_security_options()
         options.ciphers = tuple(sorted(options.ciphers, key=lambda c: "gcm" not in c))
+        # A login node that takes the TCP connection and never speaks SSH (overloaded, hung)
+        # must fail within the bound, not paramiko's own 15 s banner wait.
+        # (A little later than our own bound, so that ours is the one that fires, with its
+        # clearer message.)
+        transport.banner_timeout = _remaining(deadline) + 5
         try:
-            transport.start_client(timeout=self.settings.connect_timeout)
+            transport.start_client(timeout=_remaining(deadline))
+            if not transport.is_active() or not getattr(transport, "initial_kex_done", True):
+                # (start_client returns quietly when its time is up.)
+                raise SshError(
+                    f"The {role} of {self.cluster.name!r} at {where} accepted the connection "
+                    f"but did not start SSH within {self.settings.connect_timeout:.0f} s",
+                    {"host": endpoint.hostname})
             self._verify_host_key(transport, endpoint, role)
-            self._auth(transport, endpoint)
+            self._auth(transport, endpoint, deadline)
         except SshError:
             transport.close()
             raise
@@ -279,75 +317,61 @@ class SSHConnection:
             transport.set_keepalive(self.settings.keepalive_interval)
         self.log.info("jupyter-hpc-manager: SSH connected to %s's %s (%s@%s)",
                       self.cluster.name, role, endpoint.user, where)
-        if self._on_connect and role == "login node":
-            self._on_connect()
         return transport
 
-    def transport(self) -> paramiko.Transport:
-        """The open Transport, (re)opened if there is none or it has died."""
-        with self._lock:
-            if self._transport is None or not self._transport.is_active():
-                if self._transport is not None:
-                    self.log.info("jupyter-hpc-manager: SSH to %s was lost; reconnecting",
-                                  self.cluster.name)
-                    self._close(self._transport)
-                self._transport = None
-                self._transport = self._connect()
-            return self._transport
+    def current(self) -> paramiko.Transport | None:
+        """The open Transport, if there is one that is alive."""
+        transport = self._transport
+        return transport if transport is not None and transport.is_active() else None
 
     def _close(self, transport: paramiko.Transport) -> None:
         transport.close()
-        jump = self._jumps.pop(transport, None)
+        with self._lock:
+            jump = self._jumps.pop(transport, None)
         if jump is not None:
             jump.close()
 
-    def _drop(self, transport: paramiko.Transport) -> None:
+    def drop(self, transport: paramiko.Transport) -> None:
+        """Forget a transport that failed (the next caller connects again)."""
         with self._lock:
             if self._transport is transport:
                 self._transport = None
         self._close(transport)
 
-    def open_session(self) -> paramiko.Channel:
-        """A new exec channel. A transport that only looked alive is replaced once: nothing ran
-        yet when opening the channel fails, so retrying cannot run a command twice."""
-        for attempt in (1, 2):
-            transport = self.transport()
-            try:
-                return transport.open_session(timeout=self.settings.connect_timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                self._drop(transport)
-                if attempt == 2:
-                    raise SshError(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
-        raise AssertionError("unreachable")
+    def open_session(self, transport: paramiko.Transport) -> paramiko.Channel:
+        """A new exec channel; ConnectionLost if the transport is dead (nothing ran)."""
+        try:
+            return transport.open_session(timeout=self.settings.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.drop(transport)
+            raise ConnectionLost(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
 
-    def open_channel(self, host: str, port: int) -> paramiko.Channel:
+    def open_channel(self, transport: paramiko.Transport, host: str,
+                     port: int) -> paramiko.Channel:
         """A direct-tcpip channel to host:port as seen from the login node."""
-        for attempt in (1, 2):
-            transport = self.transport()
-            try:
-                return transport.open_channel(
-                    "direct-tcpip", (host, port), ("127.0.0.1", 0),
-                    timeout=self.settings.connect_timeout,
-                    window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_PACKET,
-                )
-            except paramiko.ChannelException as exc:
-                # The login node answered: it could not reach host:port. The transport is fine.
-                raise TunnelError(
-                    f"The login node of {self.cluster.name!r} cannot reach {host}:{port}: "
-                    f"{exc.text or exc}", {"host": host, "port": port},
-                ) from exc
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                self._drop(transport)
-                if attempt == 2:
-                    raise SshError(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0),
+                timeout=self.settings.connect_timeout,
+                window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_PACKET,
+            )
+        except paramiko.ChannelException as exc:
+            # The login node answered: it could not reach host:port. The transport is fine.
+            raise TunnelError(
+                f"The login node of {self.cluster.name!r} cannot reach {host}:{port}: "
+                f"{exc.text or exc}", {"host": host, "port": port},
+            ) from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.drop(transport)
+            raise ConnectionLost(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
 
     # -- commands ----------------------------------------------------------------------------
-    def run(self, command: str, stdin: str | None = None,
+    def run(self, transport: paramiko.Transport, command: str, stdin: str | None = None,
             timeout: float | None = None) -> CommandResult:
-        """Run one command line on the login node (its shell reads it: quote every value)."""
+        """Run one command line on the login node (its shell reads it: quote every value).
+        Bounded by command_timeout from start to exit status."""
         timeout = timeout or self.settings.command_timeout
-        chan = self.open_session()
+        chan = self.open_session(transport)
         deadline = time.monotonic() + timeout
         try:
             chan.settimeout(timeout)
@@ -365,6 +389,9 @@ class SSHConnection:
             err = bytearray()
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
+            # (recv_exit_status() would wait for ever for a server that never sends it.)
+            if not chan.status_event.wait(max(0.1, deadline - time.monotonic())):
+                raise TimeoutError
             status = chan.recv_exit_status()
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
@@ -381,30 +408,13 @@ class SSHConnection:
 
     def close(self) -> None:
         with self._lock:
-            if self._transport is not None:
-                self._close(self._transport)
-                self._transport = None
+            self._closed = True
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            self._close(transport)
 
 
-class SSHPool:
-    """One SSHConnection per configured cluster; counts the connections it opens."""
+def _remaining(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())
 
-    def __init__(self, clusters: dict[str, ClusterConfig], settings: SSHSettings,
-                 log: logging.Logger) -> None:
-        self.connections_opened = 0
-        self._count_lock = threading.Lock()
-        self._conns = {
-            name: SSHConnection(c, settings, log, on_connect=self._count)
-            for name, c in clusters.items()
-        }
 
-    def _count(self) -> None:
-        with self._count_lock:
-            self.connections_opened += 1
-
-    def __getitem__(self, name: str) -> SSHConnection:
-        return self._conns[name]
-
-    def close(self) -> None:
-        for conn in self._conns.values():
-            conn.close()

@@ -9,6 +9,7 @@ import pathlib
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -59,6 +60,24 @@ def squeue_calls(cluster_tmp: pathlib.Path, job_name: str) -> int:
     if not log.exists():
         return 0
     return sum(f"--name={job_name} " in line + " " for line in log.read_text().splitlines())
+
+
+class StepClock:
+    """The status caches' clock, moved by the test instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def step_clock(manager) -> StepClock:
+    """Give every cluster's status cache a clock the test moves."""
+    clock = StepClock()
+    for cluster in manager.clusters.values():
+        cluster.status.clock = clock
+    return clock
 
 
 @pytest.fixture
@@ -162,3 +181,10 @@ def api(jp_fetch):
         return response.code, (json.loads(text) if text else None)
 
     return call
+
+
+async def whoami(jp_fetch, hpc: str) -> tuple[int, dict | None]:
+    """Ask the echo IDE (tests/resources/echo_ide.py) of a cluster, through the proxy, which job
+    serves it: (HTTP status, its answer)."""
+    r = await jp_fetch("hpc", hpc, "code", "whoami", raise_error=False)
+    return r.code, json.loads(r.body) if r.code == 200 else None

@@ -133,6 +133,15 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
+    def fetch(self, path: str):
+        """GET a page of the server (with the token); the response, whatever its status."""
+        request = urllib.request.Request(f"{self.url}{path}",
+                                         headers={"Authorization": f"token {TOKEN}"})
+        try:
+            return urllib.request.urlopen(request, timeout=120)
+        except urllib.error.HTTPError as e:
+            return e
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_url}"

@@ -6,12 +6,11 @@ import asyncio
 import json
 import re
 import socket
-import time
 import urllib.parse
 
 import pytest
 
-from conftest import squeue_calls
+from conftest import squeue_calls, step_clock
 from jupyter_process import slurm_jobs
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -192,7 +191,7 @@ async def test_launch_runs_the_ide_then_reconnects_then_stop_keeps_or_cancels_th
     assert [(j["id"], j["name"], j["state"]) for j in slurm_jobs()] == [
         (job_id, "test-hpc-gemini", "RUNNING")]
     # The IDE really runs and read its connection file: the manager holds host, port, password.
-    session = manager.sessions["gemini"]
+    session = manager.session("gemini")
     assert session.connection is not None and session.connection.port > 0
     assert "password" not in json.dumps(reply)
 
@@ -308,7 +307,7 @@ async def test_a_job_that_dies_before_the_ide_runs_is_an_error_with_its_log(
     assert code == 500
     assert_error_body(reply, "ended before the IDE came up")
     assert "no such module code-server" in reply["details"]["log"]
-    assert "dies" not in manager.sessions
+    assert manager.session("dies") is None
 
 
 async def test_unreachable_cluster_launch_is_502_and_submits_nothing(api, manager, clean_slurm):
@@ -377,19 +376,9 @@ async def test_stop_while_launching_is_429(api, clean_slurm):
     assert code == 200
 
 
-class StepClock:
-    """The cache's clock, moved by the test instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_cache_one_squeue_per_cluster_within_the_ttl(api, manager, cluster_tmp,
                                                            clean_slurm):
-    clock = manager.cache.clock = StepClock()
+    clock = step_clock(manager)
 
     def calls() -> tuple[int, int]:
         return (squeue_calls(cluster_tmp, "test-hpc-gemini"),
@@ -448,15 +437,15 @@ async def test_one_persistent_connection_with_nodelay_reopened_after_a_drop(
         api, manager, clean_slurm):
     import subprocess
 
-    clock = manager.cache.clock = StepClock()
+    clock = step_clock(manager)
     for _ in range(5):
         clock.now += 5
         code, _ = await api("GET", "cluster-status", params={"refresh": "true"})
         assert code == 200
-    opened = manager.pool.connections_opened
+    opened = manager.connections_opened
     # One each for the six reachable clusters, kept across five queries.
     assert opened == 6
-    transport = manager.pool["gemini"].transport()
+    transport = manager.clusters["gemini"].ssh.current()
     assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     # Kill the sshd processes serving our connections: the drop a network blip causes.
     subprocess.run(["pkill", "-f", "sshd: hpcuser"], check=False)
@@ -468,8 +457,8 @@ async def test_one_persistent_connection_with_nodelay_reopened_after_a_drop(
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
     assert code == 200
     assert status["gemini"]["status"] == "idle"  # answered, not unknown
-    assert manager.pool.connections_opened > opened
-    assert manager.pool["gemini"].transport() is not transport
+    assert manager.connections_opened > opened
+    assert manager.clusters["gemini"].ssh.current() not in (None, transport)
 
 
 @pytest.mark.parametrize("name", ["ünïcödé", "集群", "a" * 5000, "gemini\u0000", "../../etc",

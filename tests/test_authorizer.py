@@ -23,7 +23,7 @@ async def test_an_authorizer_that_denies_the_ide_is_obeyed_before_anything_is_se
         jp_fetch, api, manager, clean_slurm):
     code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
     assert code == 200  # the REST API (read/write) is allowed
-    tunnel = manager.sessions["echo1"].tunnel
+    tunnel = manager.session("echo1").ide.tunnel
     opened = tunnel.opened
     for method, body in (("GET", None), ("POST", b"x" * 100_000), ("PUT", b"y"),
                          ("DELETE", None)):

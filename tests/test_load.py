@@ -46,7 +46,7 @@ async def test_20_websockets_through_the_proxy_for_a_minute(
         websocket_connect(HTTPRequest(url, headers=dict(jp_auth_header)),
                           subprotocols=["echo-protocol"]) for _ in range(20)))
     assert all(ws.selected_subprotocol == "echo-protocol" for ws in sockets)
-    assert manager.sessions["echo1"].tunnel.connections >= 20
+    assert manager.session("echo1").ide.tunnel.connections >= 20
     sent = received = 0
     deadline = time.monotonic() + 60
     round_ = 0

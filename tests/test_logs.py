@@ -13,7 +13,7 @@ async def test_operations_and_recoveries_are_logged_without_secrets(api, jp_fetc
     caplog.set_level(logging.INFO)
     code, one = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
     code, two = await api("POST", "launch", body={"hpc": "echo2", "mem": "1G"})
-    secrets = [manager.sessions[h].connection.password for h in ("echo1", "echo2")]
+    secrets = [manager.session(h).connection.password for h in ("echo1", "echo2")]
     assert (await jp_fetch("hpc", "code", "small")).code == 200
     await api("POST", "switch", "echo1")
     # A dropped SSH connection, and an IDE that forgot our login: both recovered.

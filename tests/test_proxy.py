@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import pathlib
-import stat
 import tracemalloc
 import urllib.parse
 
@@ -126,11 +125,11 @@ async def test_redirects_and_cookies_are_mapped_under_the_base_url(ide, launched
 
 async def test_an_expired_ide_session_is_renewed_without_the_user(ide, launched, manager):
     await launched("echo1")
-    first = manager.sessions["echo1"].ide_cookie
+    first = manager.session("echo1").ide.cookie
     assert (await ide("echo1", "code", "expire")).code == 200
     r = await ide("echo1", "code", "echo")
     assert r.code == 200  # logged in again and retried
-    assert manager.sessions["echo1"].ide_cookie != first
+    assert manager.session("echo1").ide.cookie != first
 
 
 async def test_switch_changes_what_hpc_code_serves(api, ide, launched):
@@ -148,11 +147,12 @@ async def test_switch_changes_what_hpc_code_serves(api, ide, launched):
 async def test_stop_closes_the_tunnel_and_the_url_answers_a_clear_page(
         api, ide, launched, manager, jp_base_url):
     await launched("echo1")
-    tunnel = manager.sessions["echo1"].tunnel
+    tunnel = manager.session("echo1").ide.tunnel
     assert (await ide("echo1", "code", "small")).code == 200
+    assert tunnel.connections >= 1  # a kept-alive connection
     code, _ = await api("POST", "stop", "echo1", body={})
     assert code == 200
-    assert not os.path.exists(tunnel.path)
+    assert tunnel.connections == 0  # every connection to the IDE ended with the stop
     for path in (("echo1", "code", "small"), ("code", "small")):
         r = await ide(*path)
         assert r.code == 404
@@ -165,12 +165,43 @@ async def test_stop_closes_the_tunnel_and_the_url_answers_a_clear_page(
     assert len(slurm_jobs()) == 1  # stop without cancelJob keeps the job
 
 
-async def test_the_tunnel_is_a_private_socket(launched, manager):
+def listening_sockets(pid: int) -> set[str]:
+    """The TCP ports and UNIX socket paths a process listens on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in pathlib.Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                found.add(f"{table}:{int(f[1].rsplit(':', 1)[1], 16)}")
+    for line in pathlib.Path("/proc/net/unix").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[6] in inodes and int(f[3], 16) & 0x10000:  # __SO_ACCEPTCON: listening
+            found.add(f"unix:{f[7] if len(f) > 7 else '(unnamed)'}")
+    return found
+
+
+async def test_the_tunnel_opens_no_port_or_socket_on_the_jupyter_host(
+        launched, manager, ide, jp_base_url, jp_http_port, jp_auth_header):
+    before = listening_sockets(os.getpid())
     await launched("echo1")
-    tunnel = manager.sessions["echo1"].tunnel
-    assert stat.S_IMODE(os.stat(tunnel.path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(os.path.dirname(tunnel.path)).st_mode) == 0o700
-    assert stat.S_ISSOCK(os.stat(tunnel.path).st_mode)
+    assert (await ide("echo1", "code", "small")).code == 200
+    ws = await websocket_connect(HTTPRequest(
+        f"ws://127.0.0.1:{jp_http_port}{jp_base_url}hpc/echo1/code/ws",
+        headers=dict(jp_auth_header)), subprotocols=["echo-protocol"])
+    await ws.write_message("ping")
+    assert await ws.read_message() == "ping"
+    # HTTP and the websocket rode SSH channels: nothing new listens anywhere.
+    assert manager.session("echo1").ide.tunnel.connections >= 2
+    assert listening_sockets(os.getpid()) == before
+    ws.close()
 
 
 async def test_the_slash_is_added(ide, jp_base_url):
@@ -222,7 +253,7 @@ async def test_requests_share_kept_alive_connections_and_bodies_arrive_intact(
     disk = WORKBENCH_JS.parents[4]  # lib/vscode/out
     names = ["vs/code/browser/workbench/workbench.css", "nls.messages.json",
              "nls.metadata.json", "nls.keys.json"]
-    tunnel = manager.sessions["gemini"].tunnel
+    tunnel = manager.session("gemini").ide.tunnel
     opened = tunnel.opened
     for _ in range(5):
         for name in names:
@@ -244,7 +275,7 @@ async def test_code_servers_websocket_goes_through_the_proxy_and_tunnel(
            "?reconnectionToken=0b4d2d2c-7f0e-4d61-9d7a-3e0c3c1f2a11&reconnection=false"
            "&skipWebSocketFrames=false")
     ws = await websocket_connect(HTTPRequest(url, headers=dict(jp_auth_header)))
-    assert manager.sessions["gemini"].tunnel.connections >= 1  # it went through the tunnel
+    assert manager.session("gemini").ide.tunnel.connections >= 1  # it went through the tunnel
     ws.close()
     # A cluster with no session: refused before any upgrade (subprotocols: see test_load.py).
     with pytest.raises(HTTPClientError) as e:
@@ -299,7 +330,7 @@ async def test_the_ide_port_on_the_node_is_useless_without_the_password(launched
     from tornado.httpclient import AsyncHTTPClient
 
     await launched("gemini")
-    conn = manager.sessions["gemini"].connection
+    conn = manager.session("gemini").connection
     base = f"http://127.0.0.1:{conn.port}"
     client = AsyncHTTPClient()
     r = await client.fetch(base + "/", follow_redirects=False, raise_error=False)
@@ -313,7 +344,7 @@ async def test_the_ide_port_on_the_node_is_useless_without_the_password(launched
 
 async def test_the_password_is_in_no_reply_and_no_log(api, ide, launched, manager, caplog):
     await launched("gemini", "echo1")
-    secrets = [manager.sessions[h].connection.password for h in ("gemini", "echo1")]
+    secrets = [manager.session(h).connection.password for h in ("gemini", "echo1")]
     replies = []
     for path in ("status", "cluster-status", "health"):
         replies.append(json.dumps(await api("GET", path)))

@@ -63,6 +63,14 @@ def test_a_lost_record_is_rebuilt_from_slurm(server):
     server.start()
     code, status = server.call("GET", "cluster-status")
     assert status["apollo"]["jobId"] == reply["jobId"]
+    # Adopted on that status: the IDE's URL is given, status agrees, and the proxy attaches on
+    # the first request (reading the job's connection file), with no launch.
+    assert status["apollo"]["url"] == "/hpc/apollo/code/"
+    code, s = server.call("GET", "status")
+    assert (s["sessions"]["apollo"]["status"], s["sessions"]["apollo"]["jobId"]) == (
+        "running", reply["jobId"])
+    page = server.fetch("hpc/apollo/code/?folder=/home/hpcuser")
+    assert page.status == 200 and b"workbench" in page.read()
     code, again = server.call("POST", "launch", {"hpc": "apollo"})
     assert (again["status"], again["jobId"]) == ("connected", reply["jobId"])
 
@@ -75,6 +83,8 @@ def test_a_lost_record_is_rebuilt_from_slurm(server):
         ("c.HPCManager.clusters = {'g': {'host': 'h', 'prot': 22}}\n", "prot"),
         ("c.HPCManager.clusters = {'g': {'host': 'h', 'port': 99999}}\n", "99999"),
         ("c.HPCManager.max_cpus = 0\n", "max_cpus 0"),
+        # A cross-setting error (the default of 2 CPUs above the limit) stops it too.
+        ("c.HPCManager.max_cpus = 1\n", "default_cpus '2' with max_cpus 1"),
     ],
 )
 def test_bad_configuration_stops_start_up_naming_the_value(tmp_path, sandbox_cluster, extra,

@@ -90,8 +90,7 @@ async def test_an_ssh_config_alias_with_proxyjump_carries_commands_and_the_tunne
     assert (code, reply["status"]) == (200, "running"), reply
     # The commands went through the jump host: it accepted our login.
     assert accepted("sshd-jump.log") == jump_before + 1
-    endpoint = manager.pool["aliased"]
-    assert endpoint.transport().is_active()
+    assert manager.clusters["aliased"].ssh.current().is_active()
     # The tunnel too: the workbench through the proxy.
     r = await jp_fetch("hpc", "aliased", "code/", params={"folder": "/home/hpcuser"},
                        raise_error=False)

@@ -44,7 +44,6 @@ def test_defaults_of_the_contract():
          "job_name j"),
         ({"clusters": {"g": "login.example.org"}}, "clusters['g']"),
         ({"default_cpus": "abc"}, "abc"),
-        ({"default_cpus": "500"}, "500"),
         ({"default_mem": "40"}, "default_mem"),
         ({"default_time": "forever"}, "forever"),
         ({"cache_ttl": -1}, "cache_ttl"),
@@ -62,6 +61,18 @@ def test_default_hpc_must_be_a_cluster():
     m = make(clusters={"gemini": {"host": "h"}}, default_hpc="apollo")
     with pytest.raises(TraitError, match="apollo"):
         m.check()
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"default_cpus": "500"}, "default_cpus '500' with max_cpus 128"),
+    ({"max_cpus": 1}, "default_cpus '2' with max_cpus 1"),
+])
+def test_settings_that_disagree_are_named_as_a_trait_error(settings, named):
+    """Checked once every setting is loaded, whatever order the config file gave them in."""
+    m = make(clusters={"gemini": {"host": "h"}}, **settings)
+    with pytest.raises(TraitError) as e:
+        m.check()
+    assert named in str(e.value)
 
 
 def test_every_setting_has_help():

@@ -1,0 +1,124 @@
+"""The REST contract's JSON shapes (camelCase, the contract's field names), made from our own
+objects in one place; the manager and the handlers never spell a contract field themselves."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from . import slurm
+from .slurm import JobState
+
+if TYPE_CHECKING:
+    from .cluster import Observation, Session
+    from .config import HPCManager
+
+
+def utcnow_iso() -> str:
+    """Contract timestamps: ISO 8601 UTC with milliseconds and a Z."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def error_body(message: str, details: dict[str, Any]) -> dict[str, Any]:
+    """The contract's error body (plus message, which JupyterLab's ResponseError reads)."""
+    return {"error": message, "message": message, "details": details,
+            "timestamp": utcnow_iso()}
+
+
+def normal_duration(text: str, seconds: int | None) -> str:
+    """squeue prints 5 minutes as '5:00'; the contract speaks HH:MM:SS."""
+    return text if seconds is None else slurm.format_duration(seconds)
+
+
+def session_entry(session: Session | None, url: str | None) -> dict[str, Any]:
+    """One cluster in `status`: the session this server holds there."""
+    if session is None:
+        return {"status": JobState.IDLE.value}
+    entry: dict[str, Any] = {
+        "status": session.status.value,
+        "jobId": session.job_id,
+        "node": session.node,
+        "cpus": session.cpus,
+        "memory": session.memory,
+        "walltime": session.walltime,
+        "startedAt": session.started_at,
+    }
+    if url is not None:
+        entry["url"] = url
+    return entry
+
+
+def cluster_entry(obs: Observation, age: float, url: str | None) -> dict[str, Any]:
+    """One cluster in `cluster-status`: what its squeue said (``age`` seconds ago)."""
+    if obs.error is not None:
+        return {"status": JobState.UNKNOWN.value, "error": obs.error}
+    job = obs.job
+    if job is None:
+        return {"status": JobState.IDLE.value}
+    entry: dict[str, Any] = {"status": job.state.value, "jobId": job.job_id, "node": job.node}
+    left = job.time_left_seconds
+    if job.state is JobState.RUNNING and left is not None:
+        # A cached answer still counts down: take off the time since squeue was asked.
+        left = max(0, left - int(age))
+        entry.update(timeLeft=slurm.format_duration(left), timeLeftSeconds=left,
+                     timeLeftHuman=slurm.format_human(left))
+    elif job.state is JobState.RUNNING:
+        entry.update(timeLeft=job.time_left, timeLeftSeconds=None, timeLeftHuman=job.time_left)
+    entry.update(
+        timeLimit=normal_duration(job.time_limit, job.time_limit_seconds),
+        timeLimitSeconds=job.time_limit_seconds,
+        cpus=job.cpus,
+        memory=job.memory,
+        startTime=job.start_time,
+    )
+    if job.state is JobState.PENDING:
+        entry["reason"] = job.reason
+    if url is not None:
+        entry["url"] = url
+    return entry
+
+
+def cluster_status(entries: dict[str, dict[str, Any]], *, active: str | None, updated_at: str,
+                   cached: bool, age: float, ttl: int) -> dict[str, Any]:
+    return {**entries, "activeHpc": active, "updatedAt": updated_at, "cached": cached,
+            "cacheAge": int(age), "cacheTtl": ttl}
+
+
+def status(entries: dict[str, dict[str, Any]], active: str | None,
+           config: HPCManager) -> dict[str, Any]:
+    return {
+        "sessions": entries,
+        "activeHpc": active,
+        "config": {
+            "defaultHpc": config.default_cluster,
+            "defaultCpus": config.default_cpus,
+            "defaultMem": config.default_mem,
+            "defaultTime": config.default_time,
+            "maxCpus": config.max_cpus,
+            "clusters": list(config.clusters),
+        },
+    }
+
+
+def launch_reply(status: str, session: Session, url: str | None = None,
+                 reason: str | None = None) -> dict[str, Any]:
+    """`running`/`connected` (with the IDE's url) or `pending` (with SLURM's reason)."""
+    reply: dict[str, Any] = {"status": status, "jobId": session.job_id, "node": session.node,
+                             "hpc": session.hpc}
+    if url is not None:
+        reply["url"] = url
+    if status == "pending":
+        reply["reason"] = reason
+    return reply
+
+
+def switch_reply(hpc: str) -> dict[str, Any]:
+    return {"status": "switched", "hpc": hpc}
+
+
+def stop_reply(hpc: str, cancelled: list[str] | None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": "stopped", "hpc": hpc}
+    if cancelled is not None:
+        reply["cancelledJobs"] = cancelled
+    return reply
