@@ -1,0 +1,61 @@
+"""A login node that takes the TCP connection and never speaks SSH (overloaded, hung): its
+cluster reads unknown with an error within ssh_timeout, and no other cluster waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from conftest import whoami
+
+
+@pytest.fixture(scope="module")
+def hung_login_node():
+    """A port that completes the TCP handshake (the kernel's backlog) and never sends an SSH
+    banner."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster_settings(cluster_settings: dict, hung_login_node: int) -> dict:
+    hung = dict(cluster_settings["echo1"], job_name="test-hpc-hung", port=hung_login_node)
+    return {"echo1": cluster_settings["echo1"], "gemini": cluster_settings["gemini"],
+            "hung": hung}
+
+
+@pytest.fixture
+def hpc_config(hpc_config: dict) -> dict:
+    return {**hpc_config, "ssh_timeout": 15.0, "status_wait": 2.0}
+
+
+async def test_a_hung_login_node_is_unknown_in_time_and_slows_no_other_cluster(
+        api, jp_fetch, jp_base_url, manager, clean_slurm):
+    # Several callers wait for the hung node at once: a launch, a switch, a status query.
+    hung = [asyncio.ensure_future(api("POST", "launch", body={"hpc": "hung", "mem": "1G"})),
+            asyncio.ensure_future(api("POST", "switch", "hung"))]
+    code, first = await api("GET", "cluster-status", params={"refresh": "true"})
+    # Answered without the hung node: the others fresh, the hung one unknown, still being asked.
+    assert first["hung"]["status"] == "unknown" and "not answered yet" in first["hung"]["error"]
+    assert first["echo1"] == {"status": "idle"}
+    # Meanwhile another cluster launches, opens its IDE and stops, while the hung node still
+    # has not answered (its bound, ssh_timeout, is 15 s).
+    code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
+    assert (code, reply["status"]) == (200, "running"), reply
+    assert (await whoami(jp_fetch, "echo1"))[1]["jobId"] == reply["jobId"]
+    code, s = await api("GET", "status")
+    assert s["sessions"]["echo1"]["status"] == "running"
+    assert not any(task.done() for task in hung), "the other cluster waited for the hung one"
+    # The hung node's own callers get its error once the bound passes.
+    (lcode, launched), (scode, switched) = await asyncio.gather(*hung)
+    assert lcode == 502 and "did not start SSH within 15 s" in launched["error"], launched
+    assert (scode, switched["error"]) == (400, "No running session on hung")
+    code, later = await api("GET", "cluster-status")
+    assert later["hung"]["status"] == "unknown"
+    assert "did not start SSH within 15 s" in later["hung"]["error"]
+    assert later["echo1"]["status"] == "running"
+    assert manager.commands["sbatch"] == 1
