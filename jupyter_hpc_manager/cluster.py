@@ -43,6 +43,7 @@ from .tunnel import Tunnel
 T = TypeVar("T")
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 LIVE = (JobState.PENDING, JobState.RUNNING)
+IDE_CHECK_INTERVAL = 0.2  # seconds between looks for a running job's IDE during a launch
 
 
 @dataclass(frozen=True)
@@ -355,33 +356,38 @@ class Cluster:
         pending, and stays queued). A job that ends first is an error with its log's tail. A
         query that fails meanwhile (a busy controller, a dropped connection) is asked again:
         the job was submitted, so the launch goes on."""
-        deadline = self.services.clock() + self.settings.launch_timeout
+        clock = self.services.clock
+        deadline = clock() + self.settings.launch_timeout
         absent = 0
         problem: str | None = None
         job: SqueueJob | None = None
+        ask_at = 0.0  # when to ask SLURM next: every poll_interval
         while True:
-            try:
-                jobs = await self.squeue()
-            except HPCError as exc:
-                problem = exc.message
-                self.log.info("jupyter-hpc-manager: launch on %s goes on after: %s", self.name,
-                              problem)
-            else:
-                problem = None
-                job = next((j for j in jobs if j.job_id == session.job_id), None)
-                # An ended job is gone for sure; an absent one is believed on the second look.
-                if (job is not None and job.state is JobState.IDLE) or (job is None and absent):
-                    await self._ended_early(session, job)
-                absent = 1 if job is None else 0
-                if job is not None:
-                    session.follow(job)
-                    if job.state is JobState.RUNNING and await self._attach(session):
-                        status = "connected" if existing else "running"
-                        self.log.info("jupyter-hpc-manager: %s session on %s: job %s on node %s",
-                                      status, self.name, session.job_id, session.node)
-                        return contract.launch_reply(status, session,
-                                                     url=self.services.ide_url(self.name))
-            if self.services.clock() >= deadline:
+            if clock() >= ask_at:
+                ask_at = clock() + self.settings.poll_interval
+                try:
+                    jobs = await self.squeue()
+                except HPCError as exc:
+                    problem = exc.message
+                    self.log.info("jupyter-hpc-manager: launch on %s goes on after: %s",
+                                  self.name, problem)
+                else:
+                    problem = None
+                    job = next((j for j in jobs if j.job_id == session.job_id), None)
+                    # An ended job is gone for sure; an absent one is believed on the second
+                    # look.
+                    if (job is not None and job.state is JobState.IDLE) or (job is None and
+                                                                            absent):
+                        await self._ended_early(session, job)
+                    absent = 1 if job is None else 0
+                    if job is not None:
+                        session.follow(job)
+            if session.running and await self._attach(session):
+                status = "connected" if existing else "running"
+                self.log.info("jupyter-hpc-manager: %s session on %s: job %s on node %s",
+                              status, self.name, session.job_id, session.node)
+                return contract.launch_reply(status, session, url=self.services.ide_url(self.name))
+            if clock() >= deadline:
                 await self._changed()
                 reason = job.reason if job is not None else None
                 if problem is not None:
@@ -391,7 +397,13 @@ class Cluster:
                 self.log.info("jupyter-hpc-manager: job %s on %s not ready after %.0f s (%s)",
                               session.job_id, self.name, self.settings.launch_timeout, reason)
                 return contract.launch_reply("pending", session, reason=reason)
-            await asyncio.sleep(self.settings.poll_interval)
+            # Once the job runs, its IDE is looked for often (a cat or a health check over the
+            # open connection, nothing for slurmctld), so the launch answers soon after the IDE
+            # listens; SLURM is still asked only every poll_interval.
+            wait = ask_at - clock()
+            if session.running:
+                wait = min(wait, IDE_CHECK_INTERVAL)
+            await asyncio.sleep(max(0.0, wait))
 
     async def _ended_early(self, session: Session, job: SqueueJob | None) -> None:
         tail = await self._log_tail(session.job_id)
