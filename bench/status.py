@@ -5,6 +5,11 @@
   2. cluster-status?refresh=true vs OpenSSH `ssh` running the same squeue over an open
      ControlMaster connection (target <= 1.5)
   3. SSH connections the login node accepted during 200 API calls (target: 1 per cluster)
+  4. a launch's own overhead: POST launch to its reply, minus what SLURM and code-server took
+     as seen in the same run (SLURM: sbatch's return, in the server's log, to the job's start,
+     in the job log; code-server: the job's start to "HTTP server listening", in the job log),
+     split into what comes before sbatch returns and after code-server listens. Real
+     code-server, default poll_interval.
 
 Requests alternate between the measured call and its baseline so both see the same noise.
 """
@@ -12,8 +17,11 @@ Requests alternate between the measured call and its baseline so both see the sa
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import pathlib
+import pwd
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +55,42 @@ def accepted_logins() -> int:
                for line in log.read_text(errors="replace").splitlines())
 
 
+def stamp(pattern: str, text: str, fmt: str, utc: bool) -> float:
+    """The time (epoch seconds) in the first line matching pattern (its group 1)."""
+    m = re.search(pattern, text, re.MULTILINE)
+    if not m:
+        raise SystemExit(f"not found in the log: {pattern}")
+    when = dt.datetime.strptime(m[1], fmt)
+    return when.replace(tzinfo=dt.timezone.utc).timestamp() if utc else when.timestamp()
+
+
+def launch_overhead(server: Server, job_name: str, runs: int) -> list[tuple[float, ...]]:
+    """(total, SLURM, code-server, ours before sbatch returned, ours after it listened) per
+    launch, in seconds."""
+    home = pathlib.Path(pwd.getpwnam(sandbox_cluster()["user"]).pw_dir)
+    out = []
+    for _ in range(runs):
+        t0 = time.time()
+        code, reply = server.call("POST", "launch", {"hpc": "gemini", "mem": "1G"})
+        t1 = time.time()
+        if code != 200 or reply["status"] != "running":
+            raise SystemExit(f"launch failed: {reply}")
+        job = reply["jobId"]
+        job_log = (home / ".jupyter-hpc-manager" / "logs" / f"{job_name}-{job}.log").read_text()
+        submitted = stamp(rf"^\[I (\S+ \S+) .*launch on gemini submitted job {job} ",
+                          server.log.read_text(), "%Y-%m-%d %H:%M:%S.%f", utc=False)
+        started = stamp(rf"job {job} started on \S+ at (\S+)Z$", job_log,
+                        "%Y-%m-%dT%H:%M:%S.%f", utc=True)
+        listening = stamp(r"^\[(\S+)Z\] info  HTTP server listening on", job_log,
+                          "%Y-%m-%dT%H:%M:%S.%f", utc=True)
+        out.append((t1 - t0, started - submitted, listening - started, submitted - t0,
+                    t1 - listening))
+        code, _ = server.call("POST", "stop", {"cancelJob": True})
+        if code != 200:
+            raise SystemExit("stop failed")
+    return out
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f}"
 
@@ -54,6 +98,7 @@ def ms(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="requests per measurement")
+    parser.add_argument("--launches", type=int, default=5, help="launches for row 4")
     args = parser.parse_args()
     cluster = sandbox_cluster()
     clusters = {"gemini": dict(cluster, job_name="bench-hpc-gemini"),
@@ -119,6 +164,14 @@ def main() -> None:
                          "ssh ControlMaster squeue (1)", ms(b2), f"{o2 / b2:.2f}"))
         finally:
             server.stop()
+        # -- 4: a launch's own overhead, with the poll interval users get by default
+        server = Server(pathlib.Path(tmp) / "launch", clusters,
+                        extra="c.HPCManager.poll_interval = 1.0\n")
+        server.start()
+        try:
+            launches = launch_overhead(server, "bench-hpc-gemini", args.launches)
+        finally:
+            server.stop()
 
     print()
     print("| measure | ours (median ms) | baseline | baseline (median ms) | ratio |")
@@ -129,6 +182,14 @@ def main() -> None:
           f"{len(clusters)} | {logins / len(clusters):.2f} per cluster |")
     print()
     print("targets: cached ratio <= 1.5; refresh ratio <= 1.5; 1 connection per cluster")
+    med = [statistics.median(col) for col in zip(*launches, strict=True)]
+    print()
+    print(f"launch overhead, median of {len(launches)} launches (seconds):")
+    print("| POST launch to reply | SLURM: sbatch returned to job start | code-server: job start "
+          "to listening | ours | of which before sbatch returned | after code-server listened |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {med[0]:.2f} | {med[1]:.2f} | {med[2]:.2f} | {med[0] - med[1] - med[2]:.2f} | "
+          f"{med[3]:.2f} | {med[4]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ other path needs the cookie (401 without it) and:
   /set-cookie                                   sets a cookie and tries to set the session cookie
   /expire    forgets every session (the next request gets 401)
   /whoami    the SLURM job id and port of this server
-  /ws        a websocket that echoes every message (text or binary), subprotocols answered
+  /ws        a websocket that echoes every message (text or binary), subprotocols answered;
+             /ws?answers=2 answers each message with two frames, 1 ms apart (a terminal's echo,
+             then its prompt)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import secrets
 import struct
 import sys
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -121,13 +124,13 @@ class Handler(BaseHTTPRequestHandler):
             SESSIONS.clear()
             return self._send(200, b"expired")
         if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
-            return self._websocket()
+            return self._websocket(int(urllib.parse.parse_qs(url.query).get("answers", ["1"])[0]))
         if url.path == "/whoami":
             info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1]}
             return self._send(200, json.dumps(info).encode(), ctype="application/json")
         return self._send(404, b"not found")
 
-    def _websocket(self) -> None:
+    def _websocket(self, answers: int = 1) -> None:
         key = self.headers["Sec-WebSocket-Key"]
         accept = base64.b64encode(hashlib.sha1(
             (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
@@ -162,8 +165,11 @@ class Handler(BaseHTTPRequestHandler):
                 frame = bytes([0x80 | opcode, 126]) + struct.pack(">H", length)
             else:
                 frame = bytes([0x80 | opcode, 127]) + struct.pack(">Q", length)
-            self.wfile.write(frame + data)
-            self.wfile.flush()
+            for i in range(answers if opcode in (1, 2) else 1):
+                if i:
+                    time.sleep(0.001)
+                self.wfile.write(frame + data)
+                self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
 
