@@ -42,6 +42,11 @@ class HPCAPIHandler(HPCHandlerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         status_code, message, details = self.error_info(status_code, kwargs)
         self.set_status(status_code)
+        if status_code == 405:  # RFC 9110: say which methods there are
+            self.set_header("Allow", ", ".join(
+                m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), None) is not getattr(web.RequestHandler,
+                                                                       m.lower(), None)))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(contract.error_body(message, details)))
 

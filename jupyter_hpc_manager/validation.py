@@ -9,7 +9,8 @@ from typing import Any
 from .errors import ValidationError
 
 _MEM = re.compile(r"^([1-9][0-9]{0,8})([KMGT])$", re.IGNORECASE)
-_TIME = re.compile(r"^(?:([0-9]{1,3})-)?([0-9]{1,3}):([0-5][0-9]):([0-5][0-9])$")
+# HH:MM:SS (hours up to 999) or D-HH:MM:SS (hours 0-23); the OpenAPI file states the same.
+_TIME = re.compile(r"^(?:([0-9]{1,3})-([0-9]{1,2})|([0-9]{1,3})):([0-5][0-9]):([0-5][0-9])$")
 
 
 def parse_cpus(value: Any, max_cpus: int) -> int:
@@ -43,7 +44,8 @@ def parse_time(value: Any) -> str:
     message = "Invalid time value: must be HH:MM:SS or D-HH:MM:SS"
     if not m:
         raise ValidationError(message, {"field": "time"})
-    days, hours, minutes, seconds = m.groups()
+    days, day_hours, hours, minutes, seconds = m.groups()
+    hours = hours if days is None else day_hours
     if days is not None and int(hours) > 23:
         raise ValidationError(message + " (hours 0-23 with days)", {"field": "time"})
     if not any(int(x or 0) for x in (days, hours, minutes, seconds)):

@@ -41,14 +41,14 @@ def test_mem_refused(value):
         validation.parse_mem(value)
 
 
-@pytest.mark.parametrize("value", ["12:00:00", "00:00:30", "1-00:00:00", "7-23:59:59",
+@pytest.mark.parametrize("value", ["12:00:00", "00:00:30", "1-00:00:00", "7-23:59:59", "2-5:00:00",
                                    "48:00:00"])
 def test_time_ok(value):
     assert validation.parse_time(value) == value
 
 
-@pytest.mark.parametrize("value", ["12:00", "1:2:3", "12:60:00", "1-24:00:00", "00:00:00",
-                                   "12:00:00 ", "1d", 3600, None, *INJECTIONS])
+@pytest.mark.parametrize("value", ["12:00", "1:2:3", "12:60:00", "1-24:00:00", "1-023:00:00",
+                                   "00:00:00", "12:00:00 ", "1d", 3600, None, *INJECTIONS])
 def test_time_refused(value):
     with pytest.raises(ValidationError, match="Invalid time value"):
         validation.parse_time(value)
