@@ -66,11 +66,12 @@ class ChannelPipe:
         self._waiter: asyncio.Future[None] | None = None
 
     # -- the BufferedPipe interface paramiko's Channel uses (feed/close: the transport thread) --
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, first: bool = False) -> None:
+        """Data that arrived (``first``: data that belongs before anything fed so far)."""
         if not data:
             return  # an empty SSH data message (RFC 4254 allows it) is not the end of the stream
         with self._lock:
-            self._chunks.append(data)
+            (self._chunks.appendleft if first else self._chunks.append)(data)
             self._size += len(data)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
@@ -95,15 +96,6 @@ class ChannelPipe:
                 chunk = chunk[:nbytes]
             self._size -= len(chunk)
             return chunk
-
-    def put_back(self, data: bytes) -> None:
-        """Data that belongs before anything fed so far."""
-        with self._lock:
-            self._chunks.appendleft(data)
-            self._size += len(data)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._notify(waiter)
 
     def read_ready(self) -> bool:
         with self._lock:
@@ -150,7 +142,7 @@ class ChannelConnection:
         old, chan.in_buffer = chan.in_buffer, self.pipe  # type: ignore[assignment]
         leftover = old.empty()
         if leftover:
-            self.pipe.put_back(leftover)
+            self.pipe.feed(leftover, first=True)
         if chan.closed or chan.eof_received:
             self.pipe.close()
         self._unread: bytes = b""
