@@ -1,5 +1,6 @@
-"""A login node that takes the TCP connection and never speaks SSH (overloaded, hung): its
-cluster reads unknown with an error within ssh_timeout, and no other cluster waits for it."""
+"""What hangs on a login node: one that takes the TCP connection and never speaks SSH (its
+cluster reads unknown with an error within ssh_timeout, and no other cluster waits for it), and
+a command that never ends (bounded by command_timeout, exit status included)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,36 @@ def hung_login_node():
 
 
 @pytest.fixture
-def cluster_settings(cluster_settings: dict, hung_login_node: int) -> dict:
+def cluster_settings(cluster_settings: dict, hung_login_node: int, cluster_tmp) -> dict:
     hung = dict(cluster_settings["echo1"], job_name="test-hpc-hung", port=hung_login_node)
+    # squeue answers, closes its output, and goes on running: the exit status never comes.
+    lingering = cluster_tmp / "squeue-lingers"
+    lingering.write_text('#!/bin/bash\nsqueue "$@"\nexec >&- 2>&-\nsleep 30\n')
+    lingering.chmod(0o755)
+    lingers = dict(cluster_settings["echo1"], job_name="test-hpc-lingers",
+                   squeue=str(lingering))
     return {"echo1": cluster_settings["echo1"], "gemini": cluster_settings["gemini"],
-            "hung": hung}
+            "hung": hung, "lingers": lingers}
 
 
 @pytest.fixture
 def hpc_config(hpc_config: dict) -> dict:
-    return {**hpc_config, "ssh_timeout": 15.0, "status_wait": 2.0}
+    return {**hpc_config, "ssh_timeout": 15.0, "status_wait": 2.0, "command_timeout": 4.0}
+
+
+async def test_a_command_whose_exit_status_never_comes_is_bounded(api, manager, clean_slurm):
+    code, reply = await api("POST", "launch", body={"hpc": "lingers", "mem": "1G"})
+    assert code == 502 and "took longer than 4 s" in reply["error"], reply
+    assert manager.commands["sbatch"] == 0  # the queue could not be read: nothing submitted
+    # Status asks on its own: "still asking" until the bound passes, then the error; unknown
+    # all along.
+    for _ in range(20):
+        code, status = await api("GET", "cluster-status")
+        assert status["lingers"]["status"] == "unknown", status["lingers"]
+        if "took longer" in status["lingers"]["error"]:
+            break
+        await asyncio.sleep(1)
+    assert "took longer than 4 s" in status["lingers"]["error"]
 
 
 async def test_a_hung_login_node_is_unknown_in_time_and_slows_no_other_cluster(
