@@ -117,11 +117,11 @@ class ClusterConfig(HasTraits):
         return str(value)
 
     @validate("identity_file", "known_hosts")
-    def _check_file(self, proposal: Any) -> str:
-        value = os.path.expanduser(proposal["value"])
-        if value and not os.path.isfile(value):
-            raise TraitError(f"{proposal['trait'].name} {value!r} does not exist")
-        return value
+    def _expand_path(self, proposal: Any) -> str:
+        # Whether the file is there is the user's matter, not the server's: under JupyterHub one
+        # config serves everybody, so a user without this key gets the error on that cluster's
+        # status (ssh.py), and the server starts.
+        return os.path.expanduser(proposal["value"])
 
     @validate("job_name")
     def _check_job_name(self, proposal: Any) -> str:
@@ -212,6 +212,12 @@ class HPCManager(LoggingConfigurable):
     )
     keepalive_interval = Int(
         30, config=True, help="Seconds between SSH keepalives on an idle connection (0: off)."
+    )
+    cancel_jobs_on_shutdown = Bool(
+        False, config=True,
+        help="Cancel the jobs of this server's sessions when the server stops (for example when "
+        "JupyterHub's culler stops it). By default they keep running until their walltime, and "
+        "the next server finds them again.",
     )
     state_file = Unicode(
         "", config=True,

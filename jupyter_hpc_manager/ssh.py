@@ -137,8 +137,6 @@ class SSHConnection:
     def _host_keys(self) -> paramiko.HostKeys:
         keys = paramiko.HostKeys()
         files = list(SYSTEM_KNOWN_HOSTS) if self.settings.use_system_known_hosts else []
-        if self.cluster.known_hosts:
-            files.append(self.cluster.known_hosts)
         for f in files:
             path = os.path.expanduser(f)
             if os.path.isfile(path):
@@ -147,6 +145,19 @@ class SSHConnection:
                 except (OSError, paramiko.SSHException) as exc:
                     self.log.warning("jupyter-hpc-manager: cannot read known_hosts %s: %s",
                                      path, exc)
+        # The cluster's own file was named on purpose: if it cannot be read, say so (rather
+        # than calling the login node's key unknown).
+        path = self.cluster.known_hosts
+        if path:
+            try:
+                keys.load(path)
+            except FileNotFoundError as exc:
+                raise SshError(f"The known_hosts file {path} set for cluster "
+                               f"{self.cluster.name!r} does not exist", {"path": path}) from exc
+            except (OSError, paramiko.SSHException) as exc:
+                raise SshError(f"Cannot read the known_hosts file {path} set for cluster "
+                               f"{self.cluster.name!r}: {getattr(exc, 'strerror', None) or exc}",
+                               {"path": path}) from exc
         return keys
 
     def _verify_host_key(self, transport: paramiko.Transport, endpoint: Endpoint,
@@ -188,9 +199,18 @@ class SSHConnection:
                 if "password" not in str(exc):
                     raise SshError(f"Cannot read the SSH key {path}: {exc}") from exc
                 locked.append(path)
+            except FileNotFoundError as exc:
+                if endpoint.identity_files:
+                    raise SshError(
+                        f"The SSH key {path} set for cluster {self.cluster.name!r} does not "
+                        "exist: create it (ssh-keygen) and add its public half to "
+                        "~/.ssh/authorized_keys on the cluster, or ask your admin which key to "
+                        "use", {"path": path}) from exc
             except (OSError, paramiko.SSHException, ValueError) as exc:
                 if endpoint.identity_files:
-                    raise SshError(f"Cannot read the SSH key {path}: {exc}") from exc
+                    raise SshError(f"Cannot read the SSH key {path}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}",
+                                   {"path": path}) from exc
         agent = paramiko.Agent()
         try:
             keys.extend((f"ssh-agent key {k.get_name()}", k) for k in agent.get_keys())

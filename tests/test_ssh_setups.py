@@ -68,6 +68,16 @@ def cluster_settings(sandbox_cluster, ssh_config, locked_key):
                       job_name="ssh-hpc-agent"),
         "locked": dict(common, host="127.0.0.1", port=2222, user="hpcuser",
                        identity_file=str(locked_key), job_name="ssh-hpc-locked"),
+        # Per-user facts, as one JupyterHub config meets them for a user who lacks them: they
+        # belong in that cluster's status, and the server starts.
+        "nokey": dict(common, host="127.0.0.1", port=2222, user="hpcuser",
+                      identity_file="~/.ssh/no_such_key_ed25519", job_name="ssh-hpc-nokey"),
+        "badknown": dict(common, host="127.0.0.1", port=2222, user="hpcuser",
+                         identity_file=sandbox_cluster["identity_file"],
+                         known_hosts=str(SANDBOX), job_name="ssh-hpc-badknown"),
+        "noknown": dict(common, host="127.0.0.1", port=2222, user="hpcuser",
+                        identity_file=sandbox_cluster["identity_file"],
+                        known_hosts="~/.ssh/no_such_known_hosts", job_name="ssh-hpc-noknown"),
     }
 
 
@@ -116,3 +126,24 @@ async def test_a_passphrase_key_without_an_agent_is_a_clear_error(api, manager, 
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
     assert status["locked"]["status"] == "unknown"
     assert "passphrase" in status["locked"]["error"]
+
+
+async def test_a_users_missing_key_or_known_hosts_is_that_clusters_error_not_the_servers(
+        api, manager, monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    code, status = await api("GET", "cluster-status", params={"refresh": "true"})
+    assert code == 200  # the server started and answers
+    home = os.path.expanduser("~")
+    for hpc, words in (("nokey", f"{home}/.ssh/no_such_key_ed25519 set for cluster 'nokey' "
+                                 "does not exist"),
+                       ("badknown", f"Cannot read the known_hosts file {SANDBOX}"),
+                       ("noknown", f"{home}/.ssh/no_such_known_hosts set for cluster "
+                                   "'noknown' does not exist"),
+                       ("agent", "no key to offer")):
+        assert status[hpc]["status"] == "unknown", (hpc, status[hpc])
+        assert words in status[hpc]["error"], (hpc, status[hpc]["error"])
+    code, reply = await api("POST", "launch", body={"hpc": "nokey", "mem": "1G"})
+    assert code == 502 and "does not exist" in reply["error"]
+    assert manager.commands["sbatch"] == 0
+    code, status = await api("GET", "cluster-status")
+    assert status["aliased"]["status"] == "idle"  # the other clusters are not affected
