@@ -51,14 +51,21 @@ class HPCAPIHandler(HPCHandlerMixin, APIHandler):
         self.finish(json.dumps(contract.error_body(message, details)))
 
 
-class HealthHandler(HPCAPIHandler):
+class ReadHandler(HPCAPIHandler):
+    """Reads (the panel polls them): not the user's activity, so an open tab alone does not keep
+    a server from JupyterHub's idle culler. Launch, switch and stop are."""
+
+    _track_activity = False
+
+
+class HealthHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
-class ClusterStatusHandler(HPCAPIHandler):
+class ClusterStatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
@@ -69,7 +76,7 @@ class ClusterStatusHandler(HPCAPIHandler):
         self.write_json(await self.manager.cluster_status(refresh=refresh == "true"))
 
 
-class StatusHandler(HPCAPIHandler):
+class StatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:

@@ -3,8 +3,11 @@ registers the REST handlers, and closes SSH connections when the server stops.""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -42,6 +45,7 @@ class HPCManagerApp(ExtensionApp):
         self.manager = SessionManager(config, os.path.expanduser(state_path), self.log,
                                       base_url=self.serverapp.base_url if self.serverapp else "/")
         self.settings.update(hpc_manager=self.manager)
+        remove_stale_tunnel_folders()
         self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
                       ", ".join(config.clusters) or "(none)", state_path)
 
@@ -53,6 +57,17 @@ class HPCManagerApp(ExtensionApp):
         manager = getattr(self, "manager", None)
         if manager is not None:
             await manager.aclose()
+
+
+def remove_stale_tunnel_folders() -> None:
+    """Servers before 0.2 kept websocket sockets in jhm-tunnels-* folders of the temp directory
+    and left them behind; this user's are removed (today's tunnels are SSH channels only)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "jhm-tunnels-*")):
+        try:
+            if os.stat(path).st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 main = launch_new_instance = HPCManagerApp.launch_instance

@@ -532,10 +532,20 @@ class Cluster:
             return ""
         return result.stdout.strip() if result.exit_status == 0 else ""
 
-    async def aclose(self) -> None:
+    async def aclose(self, cancel: bool = False) -> None:
         """The server is stopping: end queries and connection attempts still running, and every
-        connection to the login node and the IDE (the job keeps running)."""
+        connection to the login node and the IDE. The job keeps running unless ``cancel``."""
         await self.status.aclose()
+        if cancel and self.session is not None:
+            job = self.session.job_id
+            try:
+                await asyncio.wait_for(self.stop(cancel=True), self.settings.command_timeout)
+                self.log.info("jupyter-hpc-manager: cancelled job %s on %s as the server stops",
+                              job, self.name)
+            except (HPCError, asyncio.TimeoutError) as exc:
+                self.log.warning("jupyter-hpc-manager: could not cancel job %s on %s as the "
+                                 "server stops: %s", job, self.name,
+                                 getattr(exc, "message", None) or "timed out")
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()

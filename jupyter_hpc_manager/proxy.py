@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from jupyter_server._tz import utcnow
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import httputil, web
@@ -38,6 +40,14 @@ JUPYTER_COOKIE_PREFIXES = ("username-", "jupyterhub-", "_xsrf")
 # taken: large enough that waiting is rare, small enough that nothing is held whole.
 FLUSH_BYTES = 512 * 1024
 RELAY_READ = 256 * 1024
+# VS Code's webviews (Markdown preview, extension views, the web worker extension host) are
+# iframes of the workbench's own origin. The IDE's answers may be framed by this origin, whatever
+# Jupyter's pages say (JupyterHub sets frame-ancestors 'none' for them); an answer with a CSP of
+# its own keeps it.
+IDE_CSP = "frame-ancestors 'self'"
+# Traffic to the IDE is the server's activity (JupyterHub's idle culler reads it): the key is
+# one of those jupyter_server adds up in last_activity(). Written at most once a second.
+ACTIVITY_KEY = "hpc_ide_last_activity"
 _END = object()
 _relays: set[asyncio.Future[Any]] = set()  # websockets being relayed (kept from the GC)
 
@@ -50,6 +60,10 @@ def _hop_by_hop(headers: httputil.HTTPHeaders) -> frozenset[str]:
 @web.stream_request_body
 class IDEProxyHandler(HPCHandlerMixin):
     """One handler for HTTP and websocket requests to one cluster's IDE."""
+
+    @property
+    def content_security_policy(self) -> str:
+        return IDE_CSP
 
     def initialize(self, active: bool = False) -> None:
         self.active = active
@@ -186,6 +200,7 @@ class IDEProxyHandler(HPCHandlerMixin):
                 self.request.connection.close()  # type: ignore[union-attr]
                 return
             raise
+        touch(self.settings)
         if not self._finished:
             self.finish()
 
@@ -288,7 +303,8 @@ class IDEProxyHandler(HPCHandlerMixin):
         stream = self.detach()
         # Editor and terminal traffic is many small frames: no Nagle delay on either leg.
         stream.set_nodelay(True)
-        relay = asyncio.ensure_future(_relay(stream, response.take_connection()))
+        relay = asyncio.ensure_future(_relay(stream, response.take_connection(),
+                                             lambda: touch(self.settings)))
         _relays.add(relay)
         relay.add_done_callback(_relays.discard)
 
@@ -307,7 +323,16 @@ class IDEProxyHandler(HPCHandlerMixin):
                                       lab=html.escape(lab, quote=True)))
 
 
-async def _relay(stream: IOStream, conn: ChannelConnection) -> None:
+def touch(settings: dict[str, Any]) -> None:
+    """Note activity (at most once a second: this runs for every websocket message)."""
+    now = time.monotonic()
+    if now - settings.get("hpc_ide_activity_noted", 0.0) >= 1.0:
+        settings["hpc_ide_activity_noted"] = now
+        settings[ACTIVITY_KEY] = utcnow()
+
+
+async def _relay(stream: IOStream, conn: ChannelConnection,
+                 activity: Callable[[], None]) -> None:
     """Bytes both ways between the browser and the IDE until either side closes; each side
     waits for the other to take what it was given (back-pressure)."""
 
@@ -315,6 +340,7 @@ async def _relay(stream: IOStream, conn: ChannelConnection) -> None:
         try:
             while True:
                 await conn.send(await stream.read_bytes(RELAY_READ, partial=True))
+                activity()
         except (StreamClosedError, OSError):
             pass
         finally:
@@ -324,6 +350,7 @@ async def _relay(stream: IOStream, conn: ChannelConnection) -> None:
         try:
             while data := await conn.recv():
                 await stream.write(data)
+                activity()
         except (StreamClosedError, OSError):
             pass
         finally:

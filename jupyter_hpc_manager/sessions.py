@@ -219,5 +219,6 @@ class SessionManager:
         return await cluster.ide()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clusters.values()))
+        cancel = self.config.cancel_jobs_on_shutdown
+        await asyncio.gather(*(c.aclose(cancel) for c in self.clusters.values()))
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -24,7 +24,18 @@ def server(tmp_path, sandbox_cluster, clean_slurm):
 
 
 def test_state_survives_sigkill_and_the_job_is_found_again(server):
+    # A folder an older version's server left behind, and another user's: only ours goes.
+    import os
+    import pwd
+    import tempfile
+
+    stale = tempfile.mkdtemp(prefix="jhm-tunnels-")
+    theirs = tempfile.mkdtemp(prefix="jhm-tunnels-")
+    user = pwd.getpwnam("hpcuser")
+    os.chown(theirs, user.pw_uid, user.pw_gid)
     server.start()
+    assert not os.path.exists(stale) and os.path.exists(theirs)
+    os.rmdir(theirs)
     code, reply = server.call("POST", "launch", {"hpc": "gemini", "mem": "1G"})
     assert (code, reply["status"]) == (200, "running"), reply
     job_id = reply["jobId"]
@@ -73,6 +84,30 @@ def test_a_lost_record_is_rebuilt_from_slurm(server):
     assert page.status == 200 and b"workbench" in page.read()
     code, again = server.call("POST", "launch", {"hpc": "apollo"})
     assert (again["status"], again["jobId"]) == ("connected", reply["jobId"])
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_stopped_server_leaves_its_job_running_unless_told_to_cancel_it(
+        tmp_path, sandbox_cluster, clean_slurm, cancel):
+    """What happens to the job when JupyterHub (its culler, an admin) stops the server:
+    c.HPCManager.cancel_jobs_on_shutdown."""
+    s = Server(tmp_path, {"gemini": dict(sandbox_cluster, job_name="proc-hpc-shutdown")},
+               extra=f"c.HPCManager.cancel_jobs_on_shutdown = {cancel}\n")
+    s.start()
+    code, reply = s.call("POST", "launch", {"hpc": "gemini", "mem": "1G"})
+    assert (code, reply["status"]) == (200, "running"), reply
+    s.stop()  # SIGTERM: an orderly stop
+    assert s.proc.returncode == 0
+    if cancel:
+        assert slurm_jobs() == []
+        assert f"cancelled job {reply['jobId']} on gemini as the server stops" in \
+            s.log.read_text()
+    else:
+        assert [j["id"] for j in slurm_jobs()] == [reply["jobId"]]
+        s.start()  # and the next server finds it
+        code, again = s.call("POST", "launch", {"hpc": "gemini"})
+        assert (again["status"], again["jobId"]) == ("connected", reply["jobId"])
+        s.stop()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ other path needs the cookie (401 without it) and:
   /set-cookie                                   sets a cookie and tries to set the session cookie
   /expire    forgets every session (the next request gets 401)
   /whoami    the SLURM job id and port of this server
+  /csp       a page with a Content-Security-Policy of its own
   /ws        a websocket that echoes every message (text or binary), subprotocols answered;
              /ws?answers=2 answers each message with two frames, 1 ms apart (a terminal's echo,
              then its prompt)
@@ -125,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"expired")
         if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self._websocket(int(urllib.parse.parse_qs(url.query).get("answers", ["1"])[0]))
+        if url.path == "/csp":
+            return self._send(200, b"<p>framed</p>", ctype="text/html",
+                              headers={"Content-Security-Policy": "default-src 'self'"})
         if url.path == "/whoami":
             info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1]}
             return self._send(200, json.dumps(info).encode(), ctype="application/json")
