@@ -12,8 +12,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) \
 	labextension/package.json labextension/tsconfig.json
 
-.PHONY: install venv labextension sandbox-install sandbox-up sandbox-down test lint bench demo \
-	demo-stop clean
+.PHONY: install venv labextension sandbox-install sandbox-up sandbox-down hub-up hub-down test \
+	lint bench demo demo-stop clean
 
 venv: $(VENV)/.installed
 
@@ -25,14 +25,12 @@ $(VENV)/.installed: pyproject.toml labextension/package.json labextension/yarn.l
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test,dev,demo]'
-	cp labextension/install.json jupyter_hpc_manager/labextension/
 	rm -rf $(LABEXT_INSTALLED)
 	ln -s $(CURDIR)/jupyter_hpc_manager/labextension $(LABEXT_INSTALLED)
 	touch $@
 
 jupyter_hpc_manager/labextension/package.json: $(LABEXT_SOURCES) | venv
 	cd labextension && jlpm install && jlpm build
-	cp labextension/install.json jupyter_hpc_manager/labextension/
 
 labextension: venv jupyter_hpc_manager/labextension/package.json
 
@@ -44,8 +42,15 @@ install: venv labextension sandbox-install
 sandbox-up: install
 	bash sandbox/up.sh
 
-sandbox-down:
+sandbox-down: hub-down
 	bash sandbox/down.sh
+
+# A real JupyterHub on http://127.0.0.1:8000/ in front of the sandbox (users alice and bob).
+hub-up: sandbox-up
+	bash sandbox/hub-up.sh
+
+hub-down:
+	bash sandbox/hub-down.sh
 
 lint: venv labextension
 	$(VENV)/bin/ruff check jupyter_hpc_manager tests bench
