@@ -57,10 +57,12 @@ lint: venv labextension
 	$(VENV)/bin/mypy
 	cd labextension && jlpm lint
 
-# Browser tests drive Playwright's sync API: their own pytest run, away from asyncio test loops.
-test: sandbox-up lint
-	$(VENV)/bin/pytest tests --ignore=tests/browser
+# Browser tests drive Playwright's sync API: their own pytest runs, away from asyncio test loops.
+# tests/hub go through the sandbox's JupyterHub (alice and bob, Chromium).
+test: hub-up lint
+	$(VENV)/bin/pytest tests --ignore=tests/browser --ignore=tests/hub
 	$(VENV)/bin/pytest tests/browser
+	$(VENV)/bin/pytest tests/hub
 
 bench: sandbox-up
 	$(PY) bench/status.py

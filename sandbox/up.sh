@@ -12,6 +12,8 @@ SSH_ADDR=${SANDBOX_SSH_ADDR:-127.0.0.1}
 SSH_PORT=${SANDBOX_SSH_PORT:-2222}
 # A second sshd, on another loopback address, as a jump host (ProxyJump) in front of the first.
 JUMP_ADDR=${SANDBOX_JUMP_ADDR:-127.0.0.2}
+# The sandbox JupyterHub's users (sandbox/hub-up.sh) log in to the same login node as themselves.
+HUB_USERS=${SANDBOX_HUB_USERS:-alice bob}
 NODE=$(hostname -s)
 
 log() { printf '[sandbox-up] %s\n' "$*"; }
@@ -45,7 +47,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin no
-AllowUsers $SANDBOX_USER
+# (sshd reads this file again for every connection: a change needs no restart.)
+AllowUsers $SANDBOX_USER $HUB_USERS
 AuthorizedKeysFile .ssh/authorized_keys
 AllowTcpForwarding yes
 X11Forwarding no
