@@ -1,6 +1,7 @@
 """A researcher's view: launch over REST, open {base_url}hpc/code/ in Chromium, and VS Code's
-workbench from the compute node loads with the home folder in its Explorer; switch and the same
-URL serves the other cluster; stop. At / and at a JupyterHub-style /user/alice/."""
+workbench from the compute node loads with the home folder in its Explorer and renders a Markdown
+preview (a webview); switch and the same URL serves the other cluster; stop. At / and at a
+JupyterHub-style /user/alice/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uuid
 import pytest
 
 from jupyter_process import Server, cancel_all_jobs
+from vscode_ui import markdown_preview
 
 WORKBENCH_TIMEOUT = 120_000  # ms; the first load here takes ~5-20 s
 
@@ -48,6 +50,8 @@ def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, bas
     cancel_all_jobs()
     marker = f"hello-{uuid.uuid4().hex[:8]}.txt"
     user_file(marker, "a file the researcher has in their home\n")
+    notes = f"notes-{uuid.uuid4().hex[:8]}.md"
+    user_file(notes, f"# Notes {notes}\n\nText.\n")
     server = Server(tmp_path, clusters, base_url=base_url)
     server.start()
     page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -63,6 +67,13 @@ def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, bas
         page.wait_for_function("document.title.startsWith('GEMINI-IDE')", timeout=30_000)
         assert "/login" not in page.url
         page.screenshot(path=artifacts / f"workbench-gemini-{tag}.png")
+
+        # A Markdown preview: a webview, an iframe of the workbench's own origin.
+        preview = markdown_preview(page, notes)
+        try:
+            preview.get_by_role("heading", name=f"Notes {notes}").wait_for(timeout=60_000)
+        finally:
+            page.screenshot(path=artifacts / f"markdown-preview-{tag}.png")
 
         code, reply = server.call("POST", "switch/apollo")
         assert (code, reply["status"]) == (200, "switched")
@@ -83,4 +94,5 @@ def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, bas
         page.close()
         server.stop()
         cancel_all_jobs()
-        os.unlink(os.path.join(pwd.getpwnam("hpcuser").pw_dir, marker))
+        for name in (marker, notes):
+            os.unlink(os.path.join(pwd.getpwnam("hpcuser").pw_dir, name))

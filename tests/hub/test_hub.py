@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from hubtools import HUB, home_file, hub_api, jobs_of, log_in
+from vscode_ui import markdown_preview
 
 WORKBENCH_TIMEOUT = 120_000  # ms
 
@@ -96,11 +97,7 @@ def test_alice_works_in_vscode_from_the_panel_and_bob_cannot_reach_it(
                                                                        "hub-code-gemini")]
 
         # A Markdown preview: a webview, an iframe the Hub's frame-ancestors 'none' would block.
-        ide.get_by_text(marker).first.click()
-        ide.locator(".tab", has_text=marker).first.wait_for(timeout=60_000)
-        ide.locator(".editor-instance .view-lines").first.click()
-        ide.keyboard.press("Control+Shift+v")
-        preview = ide.frame_locator("iframe.webview").frame_locator("iframe#active-frame")
+        preview = markdown_preview(ide, marker)
         try:
             preview.get_by_role("heading", name=f"Hello from alice {marker}").wait_for(
                 timeout=60_000)
