@@ -64,9 +64,10 @@ test: hub-up lint
 	$(VENV)/bin/pytest tests/browser
 	$(VENV)/bin/pytest tests/hub
 
-bench: sandbox-up
+bench: hub-up
 	$(PY) bench/status.py
 	$(PY) bench/proxy.py
+	$(PY) bench/hub.py
 
 demo: sandbox-up
 	bash sandbox/demo.sh $(DEMO_PORT)
