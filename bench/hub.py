@@ -27,8 +27,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "hub"))
 
-from hubtools import HUB, SANDBOX, home_file, hub_api  # noqa: E402
-from jupyter_process import TOKEN, Server, cancel_all_jobs, free_port, sandbox_cluster  # noqa: E402
+from hubtools import HUB, SANDBOX, hub_api  # noqa: E402
+from jupyter_process import (  # noqa: E402
+    TOKEN,
+    Server,
+    cancel_all_jobs,
+    free_port,
+    home_file,
+    sandbox_cluster,
+)
 
 HUB_VENV = pathlib.Path("/opt/jupyter-hpc-sandbox/hub-venv")
 

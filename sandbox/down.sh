@@ -6,18 +6,7 @@ cd "$(dirname "$0")/.."
 SB="$(pwd)/.sandbox"
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 
-stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait up to 15 s, then KILL
-  local pidfile=$1 name=$2 pid
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "[sandbox-down] stopping $name ($pid)"
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$pidfile"
-}
+. sandbox/lib.sh
 
 if [ -f /run/slurm/slurmctld.pid ] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 2>/dev/null; then
   scancel -u "$SANDBOX_USER" 2>/dev/null

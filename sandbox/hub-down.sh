@@ -6,20 +6,9 @@ cd "$(dirname "$0")/.."
 HUB="$(pwd)/.sandbox/hub"
 HUB_USERS=(${SANDBOX_HUB_USERS:-alice bob})
 
-stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait up to 30 s, then KILL
-  local pidfile=$1 name=$2 pid
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "[hub-down] stopping $name ($pid)"
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$pidfile"
-}
+. sandbox/lib.sh
 
-stop_pid "$HUB/jupyterhub.pid" JupyterHub
+stop_pid "$HUB/jupyterhub.pid" JupyterHub 30
 stop_pid "$HUB/proxy.pid" configurable-http-proxy
 for u in "${HUB_USERS[@]}"; do
   id "$u" > /dev/null 2>&1 || continue

@@ -19,7 +19,7 @@ HUB_USERS=(${SANDBOX_HUB_USERS:-alice bob})
 HUB_URL=http://127.0.0.1:8000
 
 log() { printf '[hub-up] %s\n' "$*"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+. sandbox/lib.sh
 
 [ -f "$SB/known_hosts" ] || { echo "the sandbox is not up: run make sandbox-up" >&2; exit 1; }
 mkdir -p "$HUB" "$HUB/etc"
@@ -82,26 +82,10 @@ for u in "${HUB_USERS[@]}"; do
 done
 
 # --- the one configuration every single-user server reads ---------------------------------------
-cat > "$HUB/etc/jupyter_server_config.py" <<CONF
-# Written by sandbox/hub-up.sh: one config for every user of the sandbox JupyterHub. No user is
-# named: each single-user server logs in to the cluster as its own user, with its own key.
-c = get_config()  # noqa: F821
-_common = {
-    "host": "127.0.0.1",
-    "port": 2222,
-    "identity_file": "~/.ssh/id_ed25519",
-    "known_hosts": "$SB/known_hosts",
-    "partition": "debug",
-    "ide_command": "$SANDBOX_PREFIX/bin/code-server",
-}
-c.HPCManager.clusters = {
-    "gemini": dict(_common, job_name="hub-code-gemini"),
-    "apollo": dict(_common, job_name="hub-code-apollo"),
-}
-c.HPCManager.default_hpc = "gemini"
-c.HPCManager.default_mem = "2G"
-CONF
-chmod 644 "$HUB/etc/jupyter_server_config.py"
+SSH_ADDR=127.0.0.1 SSH_PORT=2222 cluster_config "$HUB/etc/jupyter_server_config.py" \
+  "Written by sandbox/hub-up.sh: one config for every user of the sandbox JupyterHub; no user
+# is named: each single-user server logs in to the cluster as its own user, with its own key." \
+  "" "~/.ssh/id_ed25519" hub-code 'c.HPCManager.default_mem = "2G"'
 
 # A service token the tests and the bench use to read the Hub's view of its users (activity).
 [ -f "$HUB/service-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$HUB/service-token"

@@ -17,7 +17,7 @@ HUB_USERS=${SANDBOX_HUB_USERS:-alice bob}
 NODE=$(hostname -s)
 
 log() { printf '[sandbox-up] %s\n' "$*"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+. sandbox/lib.sh
 
 mkdir -p "$SB" "$SB/bin"
 chmod 755 "$SB"
@@ -149,22 +149,7 @@ case "$state" in
 esac
 
 # --- the Jupyter configuration for the sandbox ---------------------------------------------------
-cat > "$SB/jupyter_server_config.py" <<CONF
-# Written by sandbox/up.sh: two clusters, gemini and apollo, both on the sandbox login node.
-c = get_config()  # noqa: F821
-_common = {
-    "host": "$SSH_ADDR",
-    "port": $SSH_PORT,
-    "user": "$SANDBOX_USER",
-    "identity_file": "$SB/hpcuser_ed25519",
-    "known_hosts": "$SB/known_hosts",
-    "partition": "debug",
-    "ide_command": "$SANDBOX_PREFIX/bin/code-server",
-}
-c.HPCManager.clusters = {
-    "gemini": dict(_common, job_name="hpc-code-gemini"),
-    "apollo": dict(_common, job_name="hpc-code-apollo"),
-}
-c.HPCManager.default_hpc = "gemini"
-CONF
+cluster_config "$SB/jupyter_server_config.py" \
+  "Written by sandbox/up.sh: two clusters, gemini and apollo, both on the sandbox login node." \
+  "$SANDBOX_USER" "$SB/hpcuser_ed25519" hpc-code
 log "ready: ssh $SANDBOX_USER@$SSH_ADDR -p $SSH_PORT -i $SB/hpcuser_ed25519; config in $SB/jupyter_server_config.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import pwd
 import signal
 import socket
 import subprocess
@@ -44,6 +45,19 @@ def cancel_all_jobs() -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"jobs still queued after scancel: {slurm_jobs()}")
+
+
+def home_file(user: str, path: str, content: str) -> None:
+    """A file in a sandbox user's home, made as if by them (every folder on its way too)."""
+    pw = pwd.getpwnam(user)
+    full = os.path.join(pw.pw_dir, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(content)
+    part = full
+    while part != pw.pw_dir:
+        os.chown(part, pw.pw_uid, pw.pw_gid)
+        part = os.path.dirname(part)
 
 
 class SandboxDown(RuntimeError):

@@ -12,23 +12,10 @@ import uuid
 
 import pytest
 
-from jupyter_process import Server, cancel_all_jobs
+from jupyter_process import Server, cancel_all_jobs, home_file
 from vscode_ui import markdown_preview
 
 WORKBENCH_TIMEOUT = 120_000  # ms; the first load here takes ~5-20 s
-
-
-def user_file(path: str, content: str) -> None:
-    user = pwd.getpwnam("hpcuser")
-    full = os.path.join(user.pw_dir, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "w") as f:
-        f.write(content)
-    # Hand the file and every folder on its way to the user, as if they had made them.
-    part = full
-    while part != user.pw_dir:
-        os.chown(part, user.pw_uid, user.pw_gid)
-        part = os.path.dirname(part)
 
 
 @pytest.fixture
@@ -38,7 +25,7 @@ def clusters(sandbox_cluster):
     for name in ("gemini", "apollo"):
         job_name = f"browser-{name}-{tag}"
         # Each cluster's IDE gets a window title of its own, so the page shows which one it is.
-        user_file(f".jupyter-hpc-manager/{job_name}/data/User/settings.json",
+        home_file("hpcuser", f".jupyter-hpc-manager/{job_name}/data/User/settings.json",
                   json.dumps({"window.title": f"{name.upper()}-IDE ${{rootName}}",
                               "workbench.startupEditor": "none"}))
         out[name] = dict(sandbox_cluster, job_name=job_name)
@@ -49,9 +36,9 @@ def clusters(sandbox_cluster):
 def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, base_url):
     cancel_all_jobs()
     marker = f"hello-{uuid.uuid4().hex[:8]}.txt"
-    user_file(marker, "a file the researcher has in their home\n")
+    home_file("hpcuser", marker, "a file the researcher has in their home\n")
     notes = f"notes-{uuid.uuid4().hex[:8]}.md"
-    user_file(notes, f"# Notes {notes}\n\nText.\n")
+    home_file("hpcuser", notes, f"# Notes {notes}\n\nText.\n")
     server = Server(tmp_path, clusters, base_url=base_url)
     server.start()
     page = browser.new_page(viewport={"width": 1280, "height": 800})

@@ -4,27 +4,10 @@ in its own pytest invocation, like tests/browser. A Hub that is not up fails the
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 
-from hubtools import ROOT, SANDBOX, hub_api
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture
-def jp_asyncio_loop():
-    yield None
-
-
-@pytest.fixture
-def jp_server_cleanup():
-    yield
+from chromium import artifacts, browser, jp_asyncio_loop, jp_server_cleanup  # noqa: F401
+from hubtools import SANDBOX, hub_api
 
 
 @pytest.fixture(scope="session")
@@ -37,21 +20,3 @@ def hub() -> dict[str, str]:
     assert code == 200
     return dict(line.split(":", 1) for line in
                 (SANDBOX / "hub-passwords").read_text().split())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not pathlib.Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: run sandbox/install.sh (make test does)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def artifacts() -> pathlib.Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS

@@ -1,12 +1,10 @@
 """Helpers for the tests through the sandbox's JupyterHub: its REST API with the sandbox's
-service token, the users' SLURM jobs and files, and logging in with the Hub's own form."""
+service token, the users' SLURM jobs, and logging in with the Hub's own form."""
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import pwd
 import subprocess
 import urllib.error
 import urllib.request
@@ -34,18 +32,6 @@ def jobs_of(user: str) -> list[dict]:
                          capture_output=True, text=True, check=True).stdout
     return [dict(zip(("id", "name", "state", "user"), line.split("|"), strict=True))
             for line in out.splitlines() if line.strip()]
-
-def home_file(user: str, path: str, content: str) -> None:
-    """A file in the user's home, made as if by them."""
-    pw = pwd.getpwnam(user)
-    full = os.path.join(pw.pw_dir, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "w") as f:
-        f.write(content)
-    part = full
-    while part != pw.pw_dir:
-        os.chown(part, pw.pw_uid, pw.pw_gid)
-        part = os.path.dirname(part)
 
 def log_in(browser, user: str, password: str):
     """A browser context of its own, logged in through the Hub's login form, at JupyterLab."""

@@ -19,7 +19,8 @@ import uuid
 
 import pytest
 
-from hubtools import HUB, home_file, hub_api, jobs_of, log_in
+from hubtools import HUB, hub_api, jobs_of, log_in
+from jupyter_process import home_file
 from vscode_ui import markdown_preview
 
 WORKBENCH_TIMEOUT = 120_000  # ms

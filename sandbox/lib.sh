@@ -1,0 +1,42 @@
+# Shared by the sandbox scripts (sourced, not run).
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pid() {  # stop_pid PIDFILE NAME [SECONDS]: TERM, wait (15 s), then KILL
+  local pidfile=$1 name=$2 wait=${3:-15} pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "[sandbox] stopping $name ($pid)"
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 $((wait * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
+
+# cluster_config FILE HEADER USER IDENTITY_FILE JOB_PREFIX [EXTRA]: a Jupyter config naming the
+# sandbox's two clusters, gemini and apollo, on its login node. USER empty: each server logs in
+# as its own user (as under JupyterHub).
+cluster_config() {
+  local file=$1 header=$2 user=$3 key=$4 prefix=$5 extra=${6:-}
+  cat > "$file" <<CONF
+# $header
+c = get_config()  # noqa: F821
+_common = {
+    "host": "$SSH_ADDR",
+    "port": $SSH_PORT,$( [ -n "$user" ] && printf '\n    "user": "%s",' "$user")
+    "identity_file": "$key",
+    "known_hosts": "$SB/known_hosts",
+    "partition": "debug",
+    "ide_command": "$SANDBOX_PREFIX/bin/code-server",
+}
+c.HPCManager.clusters = {
+    "gemini": dict(_common, job_name="$prefix-gemini"),
+    "apollo": dict(_common, job_name="$prefix-apollo"),
+}
+c.HPCManager.default_hpc = "gemini"
+$extra
+CONF
+  chmod 644 "$file"
+}
