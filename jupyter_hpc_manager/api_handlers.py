@@ -22,8 +22,8 @@ class HPCAPIHandler(HPCHandlerMixin, APIHandler):
 
     def json_body(self) -> dict[str, Any]:
         raw = self.request.body
-        if not raw or not raw.strip():
-            return {}
+        if not raw:
+            return {}  # no body: the defaults (whitespace alone is not JSON, and is refused)
         if len(raw) > MAX_BODY_BYTES:
             raise ValidationError(f"Request body is too large (over {MAX_BODY_BYTES} bytes)")
         try:

@@ -121,7 +121,7 @@ async def test_bad_launch_values_are_400_and_run_nothing(api, manager, body, mes
     assert sum(manager.commands.values()) == 0
 
 
-@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '"gemini"', "{", "\xff\xfe"])
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '"gemini"', "{", "\xff\xfe", "\r\n\r\n"])
 async def test_bodies_that_are_not_a_json_object_are_400(api, manager, raw):
     code, reply = await api("POST", "launch", body=raw.encode("latin-1"))
     assert code == 400

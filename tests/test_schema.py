@@ -83,8 +83,10 @@ def server_errors_are_ours(ctx, response, case):
         assert details.get("type") in OUR_ERRORS, response.text[:500]
 
 
+# Derandomized: the same cases every run, so a failure is reproducible and never random in CI
+# (explore further with `schemathesis run jupyter_hpc_manager/rest-api.yml --checks all`).
 @schema.parametrize()
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_every_answer_is_documented_and_conforms(case, live_server):
     case.call_and_validate(base_url=f"{live_server.url}api/hpc",

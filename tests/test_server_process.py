@@ -118,6 +118,9 @@ def test_a_stopped_server_leaves_its_job_running_unless_told_to_cancel_it(
         ("c.HPCManager.clusters = {'g': {'host': 'h', 'prot': 22}}\n", "prot"),
         ("c.HPCManager.clusters = {'g': {'host': 'h', 'port': 99999}}\n", "99999"),
         ("c.HPCManager.max_cpus = 0\n", "max_cpus 0"),
+        # Wrong for every user of a JupyterHub alike: a type, a name the API reserves.
+        ("c.HPCManager.clusters = {'g': {'host': 'h', 'port': 'ssh'}}\n", "port"),
+        ("c.HPCManager.clusters = {'code': {'host': 'h'}}\n", "code are reserved"),
         # A cross-setting error (the default of 2 CPUs above the limit) stops it too.
         ("c.HPCManager.max_cpus = 1\n", "default_cpus '2' with max_cpus 1"),
     ],
