@@ -26,16 +26,9 @@ mkdir -p "$HUB" "$HUB/etc"
 chmod 755 "$HUB" "$HUB/etc"
 chmod 644 "$SB/known_hosts"
 
-# --- the software: a venv the users can run (from Debian's Python: root's pyenv is 0700), and
-# configurable-http-proxy from npm (the machine's Node, as sandbox/install.sh uses it) --------
-for p in python3-venv; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ -n "${missing[*]:-}" ]; then
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-    --no-install-recommends "${missing[@]}"
-fi
+# --- the software: a venv the users can run (from Debian's Python, python3-venv from
+# sandbox/install.sh: root's pyenv is 0700), and configurable-http-proxy from npm (the machine's
+# Node, as install.sh uses it) -------------------------------------------------------------------
 # (Keyed on this checkout too: the venv runs the code of the checkout that installed it.)
 stamp="$HUB_VENV/.installed-$JUPYTERHUB_VERSION-$( (cat pyproject.toml; echo "$ROOT") | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then

