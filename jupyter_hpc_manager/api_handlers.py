@@ -104,6 +104,23 @@ class StopHandler(HPCAPIHandler):
         self.write_json(await self.manager.stop(hpc, self.json_body()))
 
 
+class LoginHandler(HPCAPIHandler):
+    """Start a login to a cluster that asks for a password or code, or answer its prompts.
+    The body holds answers: it is never logged (errors name the field, not the value)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, hpc: str) -> None:
+        self.write_json(await self.manager.login(hpc, self.json_body()))
+
+
+class LogoutHandler(HPCAPIHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, hpc: str) -> None:
+        self.write_json(await self.manager.logout(hpc))
+
+
 class NotFoundHandler(HPCAPIHandler):
     """Any other path under api/hpc/: a JSON 404 naming it, after the same auth checks."""
 
@@ -125,5 +142,7 @@ handlers: list[tuple[str, type[HPCAPIHandler]]] = [
     (r"api/hpc/switch/([^/]+)", SwitchHandler),
     (r"api/hpc/stop", StopHandler),
     (r"api/hpc/stop/([^/]+)", StopHandler),
+    (r"api/hpc/login/([^/]+)", LoginHandler),
+    (r"api/hpc/logout/([^/]+)", LogoutHandler),
     (r"api/hpc/(.*)", NotFoundHandler),
 ]

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,11 +32,15 @@ from .errors import (
     HPCError,
     JobError,
     LockError,
+    LoginFailed,
+    LoginRequired,
     NotFoundError,
     SshError,
     TunnelError,
+    ValidationError,
 )
 from .ide import IDE
+from .login import LoginAttempt
 from .slurm import JobRequest, JobState, SqueueJob
 from .ssh import CommandResult, SSHConnection
 from .tunnel import Tunnel
@@ -152,10 +157,106 @@ class Cluster:
         self.last: CacheHit[Observation] | None = None  # the newest answer, with its clock time
         self._last_at = 0.0
         self._connecting: asyncio.Future[paramiko.Transport] | None = None
+        # A login node that asks for a password or code: why a login is needed now (None: it
+        # is not), whether the connection we hold took a person's answers (then it is not
+        # replaced on our own when it drops), and the login under way.
+        self.login_required: str | None = None
+        self.interactive = False
+        self._login: LoginAttempt | None = None
 
     @property
     def busy(self) -> bool:
         return self.operation.locked()
+
+    # -- logging in ----------------------------------------------------------------------------
+    def login_state(self) -> str | None:
+        """"required", "connected" (a logged-in connection is open), or None for a cluster
+        that needs no login (keys)."""
+        if self.login_required is None and self.interactive and self.ssh.current() is None:
+            self._lost(f"The connection to {self.name} was closed: log in again from "
+                       "JupyterLab. A job there keeps running.")
+        if self.login_required is not None:
+            return "required"
+        return "connected" if self.interactive else None
+
+    def _lost(self, why: str) -> None:
+        """The logged-in connection is gone: nothing more runs here until the user logs in."""
+        self.login_required = why
+        self.log.info("jupyter-hpc-manager: %s", why)
+        if self.session is not None and self.session.ide is not None:
+            self.session.ide.close()  # its channels died with the connection
+            self.session.ide = None
+
+    def need_login(self) -> None:
+        if self.login_state() == "required":
+            assert self.login_required is not None
+            raise LoginRequired(self.login_required, {"hpc": self.name, "login": "required"})
+
+    async def login(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start a login (no loginId) or answer its current round of prompts. Answers: the
+        next round, or connected. A refusal or an expired attempt ends it (LoginFailed)."""
+        if "loginId" not in body:
+            if "answers" in body:
+                raise ValidationError("answers need the loginId of the round they answer",
+                                      {"field": "loginId"})
+            return await self._start_login()
+        login_id = body["loginId"]
+        if not isinstance(login_id, str):
+            raise ValidationError("loginId must be a string", {"field": "loginId"})
+        attempt = self._login
+        if (attempt is None or attempt.finished
+                or not secrets.compare_digest(attempt.id.encode(), login_id.encode())):
+            raise LoginFailed(f"This login to {self.name} has ended (it succeeded, was refused "
+                              "or expired): start a new one", {"hpc": self.name})
+        attempt.answer(body.get("answers"))
+        return await self._login_step(attempt)
+
+    async def _start_login(self) -> dict[str, Any]:
+        if self._login is not None and not self._login.finished:
+            raise LockError(f"A login to {self.name} is already under way", {"hpc": self.name})
+        if self.ssh.current() is not None:
+            return contract.login_reply(self.name)
+        attempt = LoginAttempt(self.name, asyncio.get_running_loop(),
+                               self.settings.login_timeout)
+        self._login = attempt
+        self.log.info("jupyter-hpc-manager: logging in to %s", self.name)
+        attempt.task = asyncio.ensure_future(self.services.blocking(self.ssh.connect, attempt))
+        attempt.task.add_done_callback(_retrieve)
+        return await self._login_step(attempt)
+
+    async def _login_step(self, attempt: LoginAttempt) -> dict[str, Any]:
+        round_ = await attempt.next_round()
+        if round_ is not None:
+            return attempt.reply(round_)
+        assert attempt.task is not None
+        try:
+            attempt.task.result()
+        except HPCError as exc:
+            self.log.info("jupyter-hpc-manager: login to %s failed: %s", self.name, exc.message)
+            raise
+        self.login_required = None
+        self.interactive = attempt.used
+        self.status.invalidate()  # what squeue said while logged out says nothing now
+        self.log.info("jupyter-hpc-manager: logged in to %s", self.name)
+        return contract.login_reply(self.name)
+
+    async def logout(self) -> dict[str, Any]:
+        """Close the connection (and end a login under way). A job keeps running; a cluster
+        that needs a login needs it again, one with keys reconnects when next used."""
+        if self._login is not None and not self._login.finished:
+            self._login.cancel()
+        transport = self.ssh.current()
+        if transport is not None:
+            await self.services.blocking(self.ssh.drop, transport)
+        if self.interactive or self.login_required is not None:
+            self._lost(f"You logged out of {self.name}: log in again from JupyterLab to use "
+                       "it. A job there keeps running.")
+        elif self.session is not None and self.session.ide is not None:
+            self.session.ide.close()
+            self.session.ide = None
+        self.status.invalidate()
+        self.log.info("jupyter-hpc-manager: logged out of %s", self.name)
+        return contract.logout_reply(self.name)
 
     # -- SSH -----------------------------------------------------------------------------------
     async def transport(self) -> paramiko.Transport:
@@ -164,9 +265,21 @@ class Cluster:
         transport = self.ssh.current()
         if transport is not None:
             return transport
+        # A cluster that needs a person's answers is not tried again on our own: a login node
+        # counts failed logins (and may lock the account).
+        self.need_login()
         if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.ensure_future(self.services.blocking(self.ssh.connect))
+            self._connecting = asyncio.ensure_future(self._connect())
         return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> paramiko.Transport:
+        try:
+            transport: paramiko.Transport = await self.services.blocking(self.ssh.connect)
+            return transport
+        except LoginRequired as exc:
+            if self.ssh.current() is None:  # (a login that succeeded meanwhile wins)
+                self._lost(exc.message)
+            raise
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(transport, *args) in the executor; a connection found dead before anything ran
@@ -475,6 +588,7 @@ class Cluster:
     async def ide(self) -> IDE:
         """The running session's IDE, attached (connection file read, logged in).
         NotFoundError when there is none: the proxy shows a page saying so."""
+        self.need_login()
         session = self.session
         if session is None or not session.running:
             raise NotFoundError(f"No VS Code session is running on {self.name}.")
@@ -546,6 +660,8 @@ class Cluster:
                 self.log.warning("jupyter-hpc-manager: could not cancel job %s on %s as the "
                                  "server stops: %s", job, self.name,
                                  getattr(exc, "message", None) or "timed out")
+        if self._login is not None and not self._login.finished:
+            self._login.cancel()  # a thread waiting for answers gives up
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
             connecting.cancel()
@@ -553,6 +669,12 @@ class Cluster:
         if self.session is not None and self.session.ide is not None:
             self.session.ide.close()
         self.ssh.close()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a background attempt's outcome seen (the login step that reads it may be gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _last_lines(text: str, n: int = 2) -> str:

@@ -56,8 +56,10 @@ class ClusterConfig(HasTraits):
     )
     proxy_jump = Unicode(
         "",
-        help="Jump host to reach the login node through, [user@]host[:port] or a Host alias "
-        "(like ssh -J); empty means ~/.ssh/config's ProxyJump, if any.",
+        help="Jump host(s) to reach the login node through, [user@]host[:port] or a Host alias, "
+        "several separated by commas and crossed in that order (like ssh -J a,b); empty means "
+        "~/.ssh/config's ProxyJump, if any. A jump host that asks for a password or code is "
+        "logged in to from the sidebar, like the login node.",
     )
     job_name = Unicode(
         help="SLURM job name that marks this cluster's IDE job; one such job per user and cluster."
@@ -133,8 +135,10 @@ class ClusterConfig(HasTraits):
     @validate("proxy_jump")
     def _check_jump(self, proposal: Any) -> str:
         value = proposal["value"]
-        if value and not re.match(r"^([A-Za-z0-9_.-]+@)?[A-Za-z0-9_.-]+(:[0-9]+)?$", value):
-            raise TraitError(f"proxy_jump {value!r} must be [user@]host[:port] or a Host alias")
+        hop = r"([A-Za-z0-9_.-]+@)?[A-Za-z0-9_.-]+(:[0-9]+)?"
+        if value and not re.match(rf"^{hop}(,{hop})*$", value):
+            raise TraitError(f"proxy_jump {value!r} must be [user@]host[:port] or a Host alias, "
+                             "or several of them separated by commas (crossed in that order)")
         return str(value)
 
     @validate("partition", "account")
@@ -212,6 +216,11 @@ class HPCManager(LoggingConfigurable):
     )
     keepalive_interval = Int(
         30, config=True, help="Seconds between SSH keepalives on an idle connection (0: off)."
+    )
+    login_timeout = Float(
+        120.0, config=True,
+        help="Seconds a login to a cluster that asks for a password or one-time code waits for "
+             "the user's answers before it is given up (OpenSSH's own LoginGraceTime is 120 s).",
     )
     cancel_jobs_on_shutdown = Bool(
         False, config=True,
@@ -294,7 +303,7 @@ class HPCManager(LoggingConfigurable):
         return int(proposal["value"])
 
     @validate("launch_timeout", "poll_interval", "stop_timeout", "ssh_timeout", "command_timeout",
-              "status_wait")
+              "status_wait", "login_timeout")
     def _check_positive_float(self, proposal: Any) -> float:
         if proposal["value"] <= 0:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be above 0")

@@ -122,3 +122,19 @@ def stop_reply(hpc: str, cancelled: list[str] | None) -> dict[str, Any]:
     if cancelled is not None:
         reply["cancelledJobs"] = cancelled
     return reply
+
+
+def login_reply(hpc: str) -> dict[str, Any]:
+    return {"status": "connected", "hpc": hpc}
+
+
+def logout_reply(hpc: str) -> dict[str, Any]:
+    return {"status": "disconnected", "hpc": hpc}
+
+
+def needs_login(entry: dict[str, Any], why: str) -> dict[str, Any]:
+    """A cluster entry (status or cluster-status) for a cluster that needs a login: unknown
+    (never idle), the reason, and the job we hold there, without a URL that cannot work now."""
+    kept: dict[str, Any] = {k: entry[k] for k in ("jobId", "node", "cpus", "memory", "walltime",
+                                                  "startedAt") if k in entry}
+    return {**kept, "status": JobState.UNKNOWN.value, "error": why, "login": "required"}

@@ -1,4 +1,5 @@
-"""The one error hierarchy of jupyter-hpc-manager, each class carrying its HTTP status.
+"""The one error hierarchy of jupyter-hpc-manager, each class carrying its HTTP status (and
+its ``type`` in the error body: the class name, or the contract's own word where it has one).
 
     HPCError (500)                  base; never raised itself
     ├── ValidationError (400)       bad user input or configuration value
@@ -9,7 +10,9 @@
     ├── StateError (500)            the session record could not be saved
     └── SshError (502)              the login node could not be reached or a command failed there
         ├── HostKeyError (502)      the login node's host key is unknown or has changed
-        └── ConnectionLost (502)    the connection died before a command or channel started
+        ├── ConnectionLost (502)    the connection died before a command or channel started
+        ├── LoginRequired (401)     the login node asks for a password or code: log in first
+        └── LoginFailed (401)       an interactive login was refused, expired or has ended
 
 Foreign exceptions (paramiko, socket, SLURM's stderr) are mapped to these once, at the boundary
 where they happen, with ``raise ... from exc``; the REST layer turns them into the contract's
@@ -70,3 +73,18 @@ class HostKeyError(SshError):
 
 class ConnectionLost(SshError):
     """Nothing ran: the caller may connect again and retry once."""
+
+
+class LoginRequired(SshError):
+    """The cluster needs an interactive login (a password, a one-time code) from the user before
+    anything can run there; we do not try again on our own (a login node counts failures)."""
+
+    status_code = 401
+    kind = "login_required"
+
+
+class LoginFailed(SshError):
+    """The login node refused the answers, or the attempt expired or has ended."""
+
+    status_code = 401
+    kind = "login_failed"

@@ -131,6 +131,12 @@ class SessionManager:
         hits: list[CacheHit[Observation]] = []
         for cluster, (hit, asked) in zip(self.clusters.values(), answers, strict=True):
             name = cluster.name
+            login = cluster.login_state()
+            if login == "required":
+                assert cluster.login_required is not None
+                entries[name] = contract.needs_login(
+                    contract.session_entry(cluster.session, None), cluster.login_required)
+                continue
             if hit is None:
                 entries[name] = {"status": "unknown", "error": (
                     f"{name} has not answered yet (asked {asked:.0f} s ago); still asking")}
@@ -139,6 +145,8 @@ class SessionManager:
             job = hit.value.job
             entries[name] = contract.cluster_entry(
                 hit.value, hit.age, self._url(cluster, job.job_id) if job else None)
+            if login is not None:
+                entries[name]["login"] = login
         return contract.cluster_status(
             entries, active=self.active_hpc,
             updated_at=min((h.value.taken_at for h in hits), default=contract.utcnow_iso()),
@@ -160,10 +168,18 @@ class SessionManager:
         return cluster.previous(), asked
 
     def status(self) -> dict[str, Any]:
-        return contract.status(
-            {name: contract.session_entry(c.session, self._url(c))
-             for name, c in self.clusters.items()},
-            self.active_hpc, self.config)
+        entries = {}
+        for name, c in self.clusters.items():
+            login = c.login_state()
+            if login == "required":
+                assert c.login_required is not None
+                entries[name] = contract.needs_login(contract.session_entry(c.session, None),
+                                                     c.login_required)
+                continue
+            entries[name] = contract.session_entry(c.session, self._url(c))
+            if login is not None:
+                entries[name]["login"] = login
+        return contract.status(entries, self.active_hpc, self.config)
 
     def parse_launch(self, body: dict[str, Any]) -> tuple[Cluster, JobRequest]:
         c = self.config
@@ -185,6 +201,7 @@ class SessionManager:
 
     async def switch(self, hpc: Any) -> dict[str, Any]:
         cluster = self._cluster(hpc)
+        cluster.need_login()
         await cluster.observe()  # (from the cache; a session that ended is not switched to)
         session = cluster.session
         if session is None or not session.running:
@@ -205,6 +222,12 @@ class SessionManager:
         if hpc is None:
             hpc = self.active_hpc or self.config.default_cluster
         return await self._cluster(hpc).stop(cancel)
+
+    async def login(self, hpc: Any, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._cluster(hpc).login(body)
+
+    async def logout(self, hpc: Any) -> dict[str, Any]:
+        return await self._cluster(hpc).logout()
 
     async def ide(self, hpc: str | None) -> IDE:
         """The attached IDE the proxy serves at hpc/code/ (hpc None: the active cluster) or

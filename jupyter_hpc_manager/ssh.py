@@ -3,8 +3,13 @@ and every tunnel channel, host keys verified.
 
 Everything here blocks; callers run it in the manager's executor, never on the event loop, and
 every wait has a bound (connect_timeout for each step of a connection, command_timeout for a
-command). Connecting takes no lock: the per-cluster layer (cluster.py) makes concurrent callers
-share one attempt. paramiko and socket errors are mapped to our errors here, once."""
+command, the login attempt's deadline for a person's answers). Connecting takes no lock: the
+per-cluster layer (cluster.py) makes concurrent callers share one attempt. paramiko and socket
+errors are mapped to our errors here, once.
+
+Keys and agents are tried first. A login node (or jump host) that wants more, a password or a
+one-time code, raises LoginRequired, unless the connection is made for a LoginAttempt
+(login.py): then its prompts are relayed to the user, host by host."""
 
 from __future__ import annotations
 
@@ -18,11 +23,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paramiko
 
 from .config import ClusterConfig
-from .errors import ConnectionLost, HostKeyError, SshError, TunnelError
+from .errors import (
+    ConnectionLost,
+    HostKeyError,
+    LoginFailed,
+    LoginRequired,
+    SshError,
+    TunnelError,
+)
+
+if TYPE_CHECKING:
+    from .login import LoginAttempt
+
+# The methods a person answers (a password, a one-time code), in the order we prefer them.
+INTERACTIVE_METHODS = ("keyboard-interactive", "password")
 
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "~/.ssh/known_hosts")
@@ -101,19 +120,20 @@ def resolve_endpoint(cluster: ClusterConfig, ssh_config_file: str) -> Endpoint:
                      cluster.user, cluster.identity_file, cluster.proxy_jump or None)
 
 
-def resolve_jump(spec: str, ssh_config_file: str) -> Endpoint:
-    """The first hop of a ProxyJump value, ``[user@]host[:port]`` or a Host alias (further
-    hops of a comma-separated list are not supported)."""
-    first = spec.split(",", 1)[0].strip()
-    if "," in spec:
-        raise SshError(f"ProxyJump {spec!r}: only one jump host is supported")
-    user, _, hostport = first.rpartition("@")
-    host, _, port = hostport.partition(":")
-    if not host or (port and not port.isdigit()):
-        raise SshError(f"ProxyJump {spec!r} is not [user@]host[:port]")
-    looked_up = _lookup(host, ssh_config_file)
-    looked_up.pop("proxyjump", None)  # one hop
-    return _endpoint(host, looked_up, int(port or 0), user)
+def resolve_jumps(spec: str, ssh_config_file: str) -> list[Endpoint]:
+    """The hops of a ProxyJump value, ``[user@]host[:port]`` or Host aliases separated by
+    commas, in the order they are crossed (as ``ssh -J a,b``). A hop's own ProxyJump is not
+    followed: the list says the whole way."""
+    hops = []
+    for part in spec.split(","):
+        user, _, hostport = part.strip().rpartition("@")
+        host, _, port = hostport.partition(":")
+        if not host or (port and not port.isdigit()):
+            raise SshError(f"ProxyJump {spec!r}: {part.strip()!r} is not [user@]host[:port]")
+        looked_up = _lookup(host, ssh_config_file)
+        looked_up.pop("proxyjump", None)
+        hops.append(_endpoint(host, looked_up, int(port or 0), user))
+    return hops
 
 
 class SSHConnection:
@@ -129,8 +149,8 @@ class SSHConnection:
         self._on_connect = on_connect
         self._lock = threading.Lock()  # held only to swap the current transport, never to wait
         self._transport: paramiko.Transport | None = None
-        # A transport reached through a jump host, and that jump host's own transport.
-        self._jumps: dict[paramiko.Transport, paramiko.Transport] = {}
+        # A transport reached through jump hosts, and the jump hosts' own transports.
+        self._jumps: dict[paramiko.Transport, list[paramiko.Transport]] = {}
         self._closed = False
 
     # -- connecting --------------------------------------------------------------------------
@@ -182,10 +202,10 @@ class SSHConnection:
                 {"host": name, "fingerprint": fingerprint(key)},
             )
 
-    def _auth(self, transport: paramiko.Transport, endpoint: Endpoint, deadline: float) -> None:
-        tried: list[str] = []
-        locked: list[str] = []
+    def _keys(self, endpoint: Endpoint) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
+        """The keys to offer (label, key) and those locked by a passphrase."""
         keys: list[tuple[str, paramiko.PKey]] = []
+        locked: list[str] = []
         candidates = endpoint.identity_files or tuple(
             p for p in (os.path.expanduser(k) for k in DEFAULT_KEYS) if os.path.isfile(p)
         )
@@ -211,6 +231,16 @@ class SSHConnection:
                     raise SshError(f"Cannot read the SSH key {path}: "
                                    f"{getattr(exc, 'strerror', None) or exc}",
                                    {"path": path}) from exc
+        return keys, locked
+
+    def _auth(self, transport: paramiko.Transport, endpoint: Endpoint, deadline: float,
+              role: str, login: LoginAttempt | None) -> None:
+        """Keys first (files, then the agent); then, if the server asks for more or for
+        something else, a password or code: relayed through ``login``, or LoginRequired."""
+        tried: list[str] = []
+        keys, locked = self._keys(endpoint)
+        allowed: list[str] = []  # what the server accepts next, once it has said
+        partial = False  # a key was accepted and the server wants a second factor
         agent = paramiko.Agent()
         try:
             keys.extend((f"ssh-agent key {k.get_name()}", k) for k in agent.get_keys())
@@ -219,14 +249,41 @@ class SSHConnection:
                 # Each try waits for the server's answer at most until the connection's deadline.
                 transport.auth_timeout = _remaining(deadline)
                 try:
-                    transport.auth_publickey(endpoint.user, key)
+                    remaining = transport.auth_publickey(endpoint.user, key)
+                except paramiko.BadAuthenticationType as exc:
+                    allowed = list(exc.allowed_types)  # no key will do: it wants other methods
+                    break
                 except paramiko.AuthenticationException:
                     continue
                 if transport.is_authenticated():
                     return
+                allowed, partial = list(remaining), True
+                break
         finally:
             agent.close()
+        if not allowed:
+            # Ask the server what it accepts ("none" is not counted as a failed try).
+            transport.auth_timeout = _remaining(deadline)
+            try:
+                transport.auth_none(endpoint.user)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                pass
+            if transport.is_authenticated():
+                return
         target = f"{endpoint.user}@{endpoint.hostname}:{endpoint.port}"
+        if any(m in allowed for m in INTERACTIVE_METHODS):
+            if login is None:
+                where = f"The {role} of {self.cluster.name!r} ({target})"
+                raise LoginRequired(
+                    (f"{where} accepted the key and asks for a one-time code" if partial else
+                     f"{where} asks for a password or one-time code"
+                     + (f" (it did not accept {', '.join(tried)})" if tried else ""))
+                    + ": log in from JupyterLab.",
+                    {"hpc": self.cluster.name, "login": "required", "host": endpoint.hostname})
+            self._interactive(transport, endpoint, role, login, allowed)
+            return
         if locked and not tried:
             raise SshError(
                 f"The SSH key {', '.join(locked)} for {target} is protected by a passphrase and "
@@ -240,6 +297,38 @@ class SSHConnection:
                "ssh-agent)"),
             {"host": endpoint.hostname},
         )
+
+    def _interactive(self, transport: paramiko.Transport, endpoint: Endpoint, role: str,
+                     login: LoginAttempt, allowed: list[str]) -> None:
+        """The server's prompts to the user and the answers back, bounded by the attempt's
+        deadline. A refusal ends the attempt (LoginFailed): no answer is tried twice."""
+        target = f"{endpoint.user}@{endpoint.hostname}:{endpoint.port}"
+        host = f"{role} {target}"  # which host asks, for the user
+        for _ in range(4):  # a server may chain methods (say, password then keyboard-interactive)
+            transport.auth_timeout = _remaining(login.deadline) + 5
+            try:
+                if "keyboard-interactive" in allowed:
+                    remaining = transport.auth_interactive(endpoint.user, login.handler(host))
+                elif "password" in allowed:
+                    remaining = transport.auth_password(endpoint.user,
+                                                        login.password(host, endpoint.user))
+                else:
+                    break
+            except (paramiko.AuthenticationException, EOFError) as exc:
+                if login.expired:
+                    raise LoginFailed(
+                        f"The login to {self.cluster.name} expired: nothing was answered within "
+                        f"{login.timeout:.0f} s. Start again.", {"hpc": self.cluster.name}) from exc
+                raise LoginFailed(
+                    f"The {role} of {self.cluster.name!r} ({target}) refused the login: a wrong "
+                    "password or code? Start again (a code can be used once).",
+                    {"hpc": self.cluster.name, "host": endpoint.hostname}) from exc
+            if transport.is_authenticated():
+                return
+            allowed = list(remaining)
+        raise SshError(f"The {role} of {self.cluster.name!r} ({target}) asks for "
+                       f"{', '.join(allowed) or 'more'} after the login, which this extension "
+                       "cannot answer", {"host": endpoint.hostname})
 
     def _tcp(self, endpoint: Endpoint, deadline: float, role: str = "login node") -> socket.socket:
         where = f"{endpoint.hostname}:{endpoint.port}"
@@ -257,43 +346,55 @@ class SSHConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def connect(self) -> paramiko.Transport:
+    def connect(self, login: LoginAttempt | None = None) -> paramiko.Transport:
         """A new, authenticated Transport, which becomes the current one. Bounded: the whole
-        connection (jump host included) fails after connect_timeout."""
-        deadline = time.monotonic() + self.settings.connect_timeout
+        connection (jump hosts included) fails after connect_timeout; with ``login``, each
+        host gets connect_timeout of its own besides the time the user takes to answer."""
+        start = time.monotonic()
+
+        def deadline() -> float:
+            return (time.monotonic() if login else start) + self.settings.connect_timeout
+
         if self._transport is not None and not self._transport.is_active():
             self.log.info("jupyter-hpc-manager: SSH to %s was lost; reconnecting",
                           self.cluster.name)
         endpoint = resolve_endpoint(self.cluster, self.settings.ssh_config_file)
-        jump_transport = None
-        if endpoint.proxy_jump is None:
-            transport = self._handshake(endpoint, self._tcp(endpoint, deadline), deadline)
-        else:
-            # ProxyJump: an SSH connection to the jump host, and through it (direct-tcpip) the
-            # one to the login node; both verified and authenticated on their own, as `ssh -J`.
-            jump = resolve_jump(endpoint.proxy_jump, self.settings.ssh_config_file)
-            jump_transport = self._handshake(jump, self._tcp(jump, deadline, "jump host"),
-                                             deadline, role="jump host")
-            try:
-                sock = jump_transport.open_channel(
-                    "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0),
-                    timeout=_remaining(deadline))
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                jump_transport.close()
-                raise SshError(
-                    f"The jump host {jump.hostname} cannot reach the login node of "
-                    f"{self.cluster.name!r} at {endpoint.hostname}:{endpoint.port}: {exc}",
-                    {"host": endpoint.hostname},
-                ) from exc
-            try:
-                transport = self._handshake(endpoint, sock, deadline)
-            except SshError:
-                jump_transport.close()
-                raise
+        hops = ([] if endpoint.proxy_jump is None
+                else resolve_jumps(endpoint.proxy_jump, self.settings.ssh_config_file))
+        # ProxyJump: an SSH connection to the first jump host, through it (direct-tcpip) one to
+        # the next, and so on to the login node; each verified and authenticated on its own, as
+        # `ssh -J`.
+        jumps: list[paramiko.Transport] = []
+        try:
+            previous: Endpoint | None = None
+            for hop in [*hops, endpoint]:
+                role = "login node" if hop is endpoint else "jump host"
+                until = deadline()
+                if not jumps:
+                    sock: socket.socket | paramiko.Channel = self._tcp(hop, until, role)
+                else:
+                    try:
+                        sock = jumps[-1].open_channel(
+                            "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0),
+                            timeout=_remaining(until))
+                    except (paramiko.SSHException, EOFError, OSError) as exc:
+                        assert previous is not None
+                        raise SshError(
+                            f"The jump host {previous.hostname} cannot reach the {role} of "
+                            f"{self.cluster.name!r} at {hop.hostname}:{hop.port}: {exc}",
+                            {"host": hop.hostname},
+                        ) from exc
+                jumps.append(self._handshake(hop, sock, until, role, login))
+                previous = hop
+        except BaseException:
+            for t in reversed(jumps):
+                t.close()
+            raise
+        transport = jumps.pop()
         with self._lock:
             old, self._transport = self._transport, transport
-            if jump_transport is not None:
-                self._jumps[transport] = jump_transport
+            if jumps:
+                self._jumps[transport] = jumps
             closed = self._closed
         if old is not None:
             self._close(old)
@@ -305,7 +406,8 @@ class SSHConnection:
         return transport
 
     def _handshake(self, endpoint: Endpoint, sock: socket.socket | paramiko.Channel,
-                   deadline: float, role: str = "login node") -> paramiko.Transport:
+                   deadline: float, role: str = "login node",
+                   login: LoginAttempt | None = None) -> paramiko.Transport:
         where = f"{endpoint.hostname}:{endpoint.port}"
         transport = paramiko.Transport(sock)
         # AES-GCM first: authenticated encryption, and the fastest cipher paramiko has here.
@@ -325,7 +427,7 @@ class SSHConnection:
                     f"but did not start SSH within {self.settings.connect_timeout:.0f} s",
                     {"host": endpoint.hostname})
             self._verify_host_key(transport, endpoint, role)
-            self._auth(transport, endpoint, deadline)
+            self._auth(transport, endpoint, deadline, role, login)
         except SshError:
             transport.close()
             raise
@@ -347,8 +449,8 @@ class SSHConnection:
     def _close(self, transport: paramiko.Transport) -> None:
         transport.close()
         with self._lock:
-            jump = self._jumps.pop(transport, None)
-        if jump is not None:
+            jumps = self._jumps.pop(transport, [])
+        for jump in reversed(jumps):
             jump.close()
 
     def drop(self, transport: paramiko.Transport) -> None:

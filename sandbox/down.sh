@@ -5,13 +5,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SB="$(pwd)/.sandbox"
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
+MFA_USER=${SANDBOX_MFA_USER:-mfauser}
 
 . sandbox/lib.sh
 
 if [ -f /run/slurm/slurmctld.pid ] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 2>/dev/null; then
-  scancel -u "$SANDBOX_USER" 2>/dev/null
+  scancel -u "$SANDBOX_USER" 2>/dev/null; scancel -u "$MFA_USER" 2>/dev/null
   for _ in $(seq 1 40); do
-    [ -z "$(squeue -h -u "$SANDBOX_USER" 2>/dev/null)" ] && break; sleep 0.25
+    [ -z "$(squeue -h -u "$SANDBOX_USER,$MFA_USER" 2>/dev/null)" ] && break; sleep 0.25
   done
 fi
 stop_pid /run/slurm/slurmd.pid slurmd
@@ -20,4 +21,6 @@ stop_pid /run/slurm/slurmctld.pid slurmctld
 stop_pid /run/munge/munged.pid munged
 stop_pid "$SB/sshd.pid" sshd
 stop_pid "$SB/sshd-jump.pid" "sshd (jump host)"
+stop_pid "$SB/sshd-mfa.pid" "sshd (MFA, password + code)"
+stop_pid "$SB/sshd-mfakey.pid" "sshd (MFA, key + code)"
 exit 0

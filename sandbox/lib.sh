@@ -16,8 +16,9 @@ stop_pid() {  # stop_pid PIDFILE NAME [SECONDS]: TERM, wait (15 s), then KILL
 }
 
 # cluster_config FILE HEADER USER IDENTITY_FILE JOB_PREFIX [EXTRA]: a Jupyter config naming the
-# sandbox's two clusters, gemini and apollo, on its login node. USER empty: each server logs in
-# as its own user (as under JupyterHub).
+# sandbox's two clusters, gemini and apollo, on its login node, and the MFA clusters (mfa:
+# password + code, and with USER set mfakey: key + code, both as $MFA_USER). USER empty: each
+# server logs in to gemini and apollo as its own user (as under JupyterHub).
 cluster_config() {
   local file=$1 header=$2 user=$3 key=$4 prefix=$5 extra=${6:-}
   cat > "$file" <<CONF
@@ -34,6 +35,14 @@ _common = {
 c.HPCManager.clusters = {
     "gemini": dict(_common, job_name="$prefix-gemini"),
     "apollo": dict(_common, job_name="$prefix-apollo"),
+    # Log in from the sidebar: the password in .sandbox/mfa_password, then a code from
+    # oathtool --totp -b "\$(cat .sandbox/mfa_totp_secret)".
+    "mfa": dict(_common, port=${MFA_PORT:-2223}, user="${MFA_USER:-mfauser}", identity_file="",
+                job_name="$prefix-mfa"),$( [ -n "$user" ] && printf '
+    # (Its key is readable by the server that runs as root only, so not under the Hub.)
+    "mfakey": dict(_common, port=%s, user="%s",
+                   identity_file="%s", job_name="%s-mfakey"),' \
+      "${MFAKEY_PORT:-2224}" "${MFA_USER:-mfauser}" "$SB/mfauser_ed25519" "$prefix")
 }
 c.HPCManager.default_hpc = "gemini"
 $extra

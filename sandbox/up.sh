@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the sandbox cluster (idempotent), as root: OpenSSH sshd on 127.0.0.1:2222 as the login
-# node, munge + a single-node SLURM, and writes .sandbox/jupyter_server_config.py naming two
-# clusters (gemini, apollo) on it with the host key pinned. sandbox/install.sh must have run.
+# node (and on 127.0.0.2:2222 as a jump host), two MFA login nodes (127.0.0.1:2223 password + TOTP,
+# :2224 key + TOTP), munge + a single-node SLURM, and writes .sandbox/jupyter_server_config.py
+# naming the clusters gemini and apollo (keys), mfa and mfakey, all with the host key pinned.
+# sandbox/install.sh must have run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,6 +16,10 @@ SSH_PORT=${SANDBOX_SSH_PORT:-2222}
 JUMP_ADDR=${SANDBOX_JUMP_ADDR:-127.0.0.2}
 # The sandbox JupyterHub's users (sandbox/hub-up.sh) log in to the same login node as themselves.
 HUB_USERS=${SANDBOX_HUB_USERS:-alice bob}
+# Login nodes that ask for a one-time code (TOTP), for the cluster user MFA_USER.
+MFA_USER=${SANDBOX_MFA_USER:-mfauser}
+MFA_PORT=${SANDBOX_MFA_PORT:-2223}
+MFAKEY_PORT=${SANDBOX_MFAKEY_PORT:-2224}
 NODE=$(hostname -s)
 
 log() { printf '[sandbox-up] %s\n' "$*"; }
@@ -73,6 +79,77 @@ if ! alive "$SB/sshd-jump.pid"; then
   for _ in $(seq 1 50); do alive "$SB/sshd-jump.pid" && break; sleep 0.1; done
   alive "$SB/sshd-jump.pid" || { echo "jump sshd did not start; see $SB/sshd-jump.log" >&2; exit 1; }
 fi
+
+# --- MFA login nodes ------------------------------------------------------------------------------
+# Two more sshds for the cluster user $MFA_USER, each asking for a TOTP code through PAM
+# (libpam-google-authenticator): on $MFA_PORT the Unix password then the code
+# (keyboard-interactive only); on $MFAKEY_PORT the user's key then the code. sshd takes its PAM
+# service from its program name, so each runs through a symlink with a PAM file of its own and the
+# system's sshd stack stays untouched.
+mfa_home=$(getent passwd "$MFA_USER" | cut -d: -f6)
+if [ ! -s "$SB/mfa_totp_secret" ]; then
+  head -c 20 /dev/urandom | base32 | tr -d '=\n' > "$SB/mfa_totp_secret"; echo >> "$SB/mfa_totp_secret"
+fi
+if [ ! -s "$SB/mfa_password" ]; then
+  head -c 18 /dev/urandom | base64 | tr -d '/+=\n' > "$SB/mfa_password"; echo >> "$SB/mfa_password"
+fi
+chmod 600 "$SB/mfa_totp_secret" "$SB/mfa_password"
+printf '%s:%s\n' "$MFA_USER" "$(head -n1 "$SB/mfa_password")" | chpasswd
+secret=$(head -n1 "$SB/mfa_totp_secret")
+# A used code is refused again (DISALLOW_REUSE), as at real sites; the clock is trusted
+# (noskewadj: the module does not shift its window after codes from another time, which the
+# tests' wrong codes would otherwise teach it). The window is wider than an app's usual 3 steps
+# (21, the most it takes: ten 30 s steps either side) so that the tests, which log in many times
+# a minute, each find an unused code at once. The module rewrites this file (rate limit, used
+# codes): keep its state unless the secret or the options changed.
+if [ "$(head -n1 "$mfa_home/.google_authenticator" 2>/dev/null)" != "$secret" ] \
+   || ! grep -qx '" WINDOW_SIZE 21' "$mfa_home/.google_authenticator" \
+   || grep -q TIME_SKEW "$mfa_home/.google_authenticator"; then
+  rm -f "$mfa_home/.google_authenticator"
+  printf '%s\n" TOTP_AUTH\n" WINDOW_SIZE 21\n" RATE_LIMIT 30 30\n" DISALLOW_REUSE\n' "$secret" \
+    > "$mfa_home/.google_authenticator"
+fi
+chown "$MFA_USER:$MFA_USER" "$mfa_home/.google_authenticator"
+chmod 400 "$mfa_home/.google_authenticator"
+[ -f "$SB/mfauser_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "jupyter-hpc-sandbox-mfa" -f "$SB/mfauser_ed25519"
+chmod 600 "$SB/mfauser_ed25519"
+install -d -m 700 -o "$MFA_USER" -g "$MFA_USER" "$mfa_home/.ssh"
+install -m 600 -o "$MFA_USER" -g "$MFA_USER" "$SB/mfauser_ed25519.pub" "$mfa_home/.ssh/authorized_keys"
+printf '[%s]:%s %s\n[%s]:%s %s\n' "$SSH_ADDR" "$MFA_PORT" "$hostkey" "$SSH_ADDR" "$MFAKEY_PORT" "$hostkey" \
+  >> "$SB/known_hosts"
+cat > /etc/pam.d/sshd-mfa <<PAM
+# Written by jupyter-hpc-manager's sandbox/up.sh: the Unix password, then a TOTP code.
+auth required pam_unix.so
+auth required pam_google_authenticator.so noskewadj
+account include common-account
+session include common-session
+PAM
+cat > /etc/pam.d/sshd-mfakey <<PAM
+# Written by jupyter-hpc-manager's sandbox/up.sh: after the key (sshd), a TOTP code.
+auth required pam_google_authenticator.so noskewadj
+account include common-account
+session include common-session
+PAM
+for kind in mfa mfakey; do
+  if [ "$kind" = mfa ]; then port=$MFA_PORT; methods=keyboard-interactive
+  else port=$MFAKEY_PORT; methods=publickey,keyboard-interactive; fi
+  ln -sf /usr/sbin/sshd "$SANDBOX_PREFIX/bin/sshd-$kind"
+  sed -e "s/^ListenAddress .*/ListenAddress $SSH_ADDR:$port/" \
+      -e "s|^PidFile .*|PidFile $SB/sshd-$kind.pid|" \
+      -e "s/^UsePAM .*/UsePAM yes/" \
+      -e "s/^KbdInteractiveAuthentication .*/KbdInteractiveAuthentication yes/" \
+      -e "s/^AllowUsers .*/AllowUsers $MFA_USER/" \
+      -e "s/^LogLevel .*/LogLevel DEBUG1/" \
+      "$SB/sshd_config" > "$SB/sshd_${kind}_config"
+  printf 'AuthenticationMethods %s\n' "$methods" >> "$SB/sshd_${kind}_config"
+  if ! alive "$SB/sshd-$kind.pid"; then
+    log "starting the MFA login node ($methods) on $SSH_ADDR:$port"
+    "$SANDBOX_PREFIX/bin/sshd-$kind" -t -f "$SB/sshd_${kind}_config"
+    "$SANDBOX_PREFIX/bin/sshd-$kind" -f "$SB/sshd_${kind}_config" -E "$SB/sshd-$kind.log"
+    for _ in $(seq 1 50); do alive "$SB/sshd-$kind.pid" && break; sleep 0.1; done
+    alive "$SB/sshd-$kind.pid" || { echo "sshd-$kind did not start; see $SB/sshd-$kind.log" >&2; exit 1; }
+  fi
+done
 
 # --- munge ----------------------------------------------------------------------------------------
 mkdir -p /run/munge
@@ -150,6 +227,6 @@ esac
 
 # --- the Jupyter configuration for the sandbox ---------------------------------------------------
 cluster_config "$SB/jupyter_server_config.py" \
-  "Written by sandbox/up.sh: two clusters, gemini and apollo, both on the sandbox login node." \
+  "Written by sandbox/up.sh: clusters gemini and apollo on the sandbox login node; mfa and mfakey on its MFA login nodes." \
   "$SANDBOX_USER" "$SB/hpcuser_ed25519" hpc-code
 log "ready: ssh $SANDBOX_USER@$SSH_ADDR -p $SSH_PORT -i $SB/hpcuser_ed25519; config in $SB/jupyter_server_config.py"

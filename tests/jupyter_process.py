@@ -17,6 +17,7 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / ".sandbox"
 SANDBOX_USER = "hpcuser"
+MFA_USER = "mfauser"  # the cluster user of the MFA login nodes
 JUPYTER = str(pathlib.Path(sys.executable).with_name("jupyter"))
 TOKEN = "test-token-for-process-tests"
 
@@ -38,13 +39,15 @@ def slurm_jobs(user: str = SANDBOX_USER) -> list[dict]:
 
 
 def cancel_all_jobs() -> None:
-    subprocess.run(["scancel", "-u", SANDBOX_USER], check=False)
+    users = (SANDBOX_USER, MFA_USER)
+    for user in users:
+        subprocess.run(["scancel", "-u", user], check=False)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if not slurm_jobs():
+        if not any(slurm_jobs(u) for u in users):
             return
         time.sleep(0.25)
-    raise AssertionError(f"jobs still queued after scancel: {slurm_jobs()}")
+    raise AssertionError(f"jobs still queued after scancel: {[slurm_jobs(u) for u in users]}")
 
 
 def home_file(user: str, path: str, content: str) -> None:

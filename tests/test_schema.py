@@ -1,5 +1,6 @@
 """The OpenAPI description shipped in the package (rest-api.yml) against a live server on the
-sandbox: a running session on one cluster, an idle one and an unreachable one. schemathesis
+sandbox: a running session on one cluster, an idle one, an unreachable one and one that asks
+for a password and a code. schemathesis
 generates requests from the description (examples, coverage, fuzzing, stateful) and runs all of
 its checks: every answer is documented and matches its schema, valid data is accepted and
 invalid data refused, and authentication is enforced. Two settings, each for a reason the
@@ -23,7 +24,7 @@ from schemathesis.config import SchemathesisConfig
 from jupyter_process import TOKEN, Server, cancel_all_jobs
 
 SPEC = pathlib.Path(__file__).resolve().parent.parent / "jupyter_hpc_manager" / "rest-api.yml"
-CLUSTERS = ("gemini", "apollo", "offline")
+CLUSTERS = ("gemini", "apollo", "offline", "mfa")
 
 
 def live_schema() -> schemathesis.BaseSchema:
@@ -40,7 +41,12 @@ def live_schema() -> schemathesis.BaseSchema:
         "operations": [
             {"include-path-regex": "^/(launch|switch/)",
              "checks": {"positive_data_acceptance": {
-                 "expected-statuses": ["2xx", "400", "403", "404", "429", "5xx"]}}},
+                 "expected-statuses": ["2xx", "400", "401", "403", "404", "429", "5xx"]}}},
+            # A well-formed answer to an attempt that is not under way is the contract's 401;
+            # a second login while one waits for answers, 429.
+            {"include-path-regex": "^/login/",
+             "checks": {"positive_data_acceptance": {
+                 "expected-statuses": ["2xx", "400", "401", "403", "429", "5xx"]}}},
         ],
     })
     return schemathesis.openapi.from_dict(raw, config=config)
@@ -60,7 +66,10 @@ def live_server(tmp_path_factory, sandbox_cluster, cluster_tmp):
         "gemini": dict(echo, job_name="schema-gemini"),
         "apollo": dict(echo, job_name="schema-apollo"),
         "offline": dict(sandbox_cluster, port=2299, job_name="schema-offline"),
+        # Asks for a password and a code: login answers with prompts, the rest with 401.
+        "mfa": dict(echo, port=2223, user="mfauser", identity_file="", job_name="schema-mfa"),
     }, extra="c.HPCManager.ssh_timeout = 3.0\n"
+             "c.HPCManager.login_timeout = 3.0\n"
              "c.HPCManager.launch_timeout = 3.0\n"
              "c.HPCManager.max_cpus = 9999\n")
     server.start()
@@ -72,7 +81,7 @@ def live_server(tmp_path_factory, sandbox_cluster, cluster_tmp):
 
 
 OUR_ERRORS = {"JobError", "TunnelError", "StateError", "SshError", "HostKeyError",
-              "ConnectionLost"}
+              "ConnectionLost", "login_required", "login_failed"}
 
 
 @schemathesis.check

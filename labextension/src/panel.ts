@@ -1,6 +1,7 @@
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
+import { logIn } from './login';
 import { post, requestAPI } from './request';
 import {
   DEFAULT_SETTINGS,
@@ -248,6 +249,28 @@ export class HPCPanel extends Widget {
     }
   }
 
+  /** The login dialog, for a cluster that asks for a password or code; then the card. */
+  async login(hpc: string): Promise<boolean> {
+    const card = this._card(hpc);
+    card.busy = true;
+    this._render(card);
+    try {
+      return await logIn(hpc);
+    } finally {
+      card.busy = false;
+      await this.refresh(true);
+    }
+  }
+
+  async logout(hpc: string): Promise<void> {
+    try {
+      await post(`logout/${encodeURIComponent(hpc)}`);
+    } catch (error) {
+      Notification.error(`Log out of ${hpc}: ${message(error)}`, { autoClose: 8000 });
+    }
+    await this.refresh(true);
+  }
+
   openVSCode(hpc: string, target?: Window | null): void {
     const url = this.entry(hpc)?.url;
     if (!url) {
@@ -378,7 +401,9 @@ export class HPCPanel extends Widget {
     root.dataset.state = state;
     const head = el('div', 'jp-HPCPanel-cardHead');
     head.appendChild(el('span', 'jp-HPCPanel-name', hpc));
-    const badge = el('span', `jp-HPCPanel-badge jp-mod-${state}`, entry ? state : '…');
+    // A cluster waiting for the user's login is not in trouble: it says what to do.
+    const shown = entry?.login === 'required' ? 'login' : state;
+    const badge = el('span', `jp-HPCPanel-badge jp-mod-${shown}`, entry ? shown : '…');
     head.appendChild(badge);
     if (this._active === hpc) {
       const active = el('span', 'jp-HPCPanel-active', 'active');
@@ -412,7 +437,8 @@ export class HPCPanel extends Widget {
       root.appendChild(facts);
     }
     if (entry?.status === 'unknown' && entry.error) {
-      root.appendChild(el('p', 'jp-HPCPanel-error', entry.error));
+      const cls = entry.login === 'required' ? 'jp-HPCPanel-loginNeeded' : 'jp-HPCPanel-error';
+      root.appendChild(el('p', cls, entry.error));
     }
     if (card.progress) {
       root.appendChild(this._progress(card.progress));
@@ -426,7 +452,10 @@ export class HPCPanel extends Widget {
       actions.appendChild(b);
       return b;
     };
-    if (entry?.status === 'running') {
+    if (entry?.login === 'required') {
+      // Nothing can run there before the user answers the login node's password or code.
+      button('Log in', () => void this.login(hpc), 'jp-mod-accept jp-HPCPanel-login');
+    } else if (entry?.status === 'running') {
       if (entry.url) {
         button('Open VS Code', () => this.openVSCode(hpc), 'jp-mod-accept jp-HPCPanel-open');
       }
@@ -447,6 +476,10 @@ export class HPCPanel extends Widget {
         'jp-mod-accept jp-HPCPanel-launch'
       );
       launch.disabled = card.busy || this._formProblem(card) !== null;
+    }
+    if (entry?.login === 'connected') {
+      const out = button('Log out', () => void this.logout(hpc), 'jp-HPCPanel-logout');
+      out.title = 'Close the connection to the login node (a job keeps running)';
     }
     root.appendChild(actions);
   }

@@ -30,7 +30,21 @@ export interface IClusterEntry {
   reason?: string | null;
   error?: string;
   url?: string;
+  /** Only for a cluster that asks for a password or code: log in first, or logged in. */
+  login?: 'required' | 'connected';
 }
+
+export interface ILoginPrompt {
+  status: 'prompt';
+  loginId: string;
+  host: string;
+  title: string;
+  instructions: string;
+  prompts: { text: string; echo: boolean }[];
+  expiresIn: number;
+}
+
+export type ILoginReply = ILoginPrompt | { status: 'connected'; hpc: string };
 
 export interface IClusterStatus {
   activeHpc: string | null;

@@ -91,3 +91,21 @@ def test_every_setting_has_help():
         assert trait.help, name
     for name, trait in ClusterConfig.class_traits().items():
         assert trait.help, name
+
+
+def test_proxy_jump_takes_several_hops_in_order():
+    from jupyter_hpc_manager.ssh import resolve_jumps
+
+    m = make(clusters={"g": {"host": "h", "proxy_jump": "alice@gw1:2200,gw2"}})
+    hops = resolve_jumps(m.clusters["g"].proxy_jump, "/nonexistent")
+    assert [(h.user, h.hostname, h.port) for h in hops] == [("alice", "gw1", 2200),
+                                                            (hops[1].user, "gw2", 22)]
+    for bad in ("gw1,", ",gw1", "gw1,,gw2", "gw1;gw2", "gw1:port"):
+        with pytest.raises(TraitError, match="proxy_jump"):
+            make(clusters={"g": {"host": "h", "proxy_jump": bad}})
+
+
+def test_login_timeout_must_be_positive():
+    assert make().login_timeout == 120.0
+    with pytest.raises(TraitError, match="login_timeout"):
+        make(login_timeout=0)
