@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+import mfa
 from hubtools import HUB, hub_api, jobs_of, log_in
 from jupyter_process import home_file
 from vscode_ui import markdown_preview
@@ -218,3 +219,34 @@ def test_using_only_vscode_keeps_alices_server_active_for_the_hub(hub, browser, 
         assert last > started, (last, started)
     finally:
         context.close()
+
+
+def test_a_login_to_an_mfa_cluster_belongs_to_one_users_server(hub, browser, clean_jobs):
+    """One config for everybody names the MFA cluster; alice answers its prompts through the Hub
+    (cookie + XSRF, through configurable-http-proxy) and is connected; bob's server, from the
+    same config, still needs a login of its own."""
+    contexts = {u: log_in(browser, u, hub[u])[0] for u in ("alice", "bob")}
+    try:
+        for user, ctx in contexts.items():
+            code, status = api(ctx, user, "GET", "cluster-status")
+            assert status["mfa"]["login"] == "required", (user, status["mfa"])
+        alice = contexts["alice"]
+        the_code = mfa.fresh_code()
+        code, reply = api(alice, "alice", "POST", "login/mfa", {})
+        while reply["status"] == "prompt":
+            answers = [mfa.password() if "assword" in p["text"] else the_code
+                       for p in reply["prompts"]]
+            code, reply = api(alice, "alice", "POST", "login/mfa",
+                              {"loginId": reply["loginId"], "answers": answers})
+        assert (code, reply) == (200, {"status": "connected", "hpc": "mfa"}), reply
+        code, status = api(alice, "alice", "GET", "cluster-status?refresh=true")
+        assert status["mfa"] == {"status": "idle", "login": "connected"}
+        code, status = api(contexts["bob"], "bob", "GET", "cluster-status?refresh=true")
+        assert status["mfa"]["login"] == "required"
+        # Without the XSRF token a login is refused, as every POST is.
+        response = alice.request.fetch(f"{HUB}/user/alice/api/hpc/login/mfa", method="POST",
+                                       data="{}", headers={"Content-Type": "application/json"})
+        assert response.status == 403
+    finally:
+        for c in contexts.values():
+            c.close()
