@@ -4,31 +4,20 @@ researcher would: the password, a wrong code, then the password and a right code
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 import mfa
-from jupyter_process import MFA_USER, Server, cancel_all_jobs, slurm_jobs
-from test_sidebar import LOAD, card, open_panel, wait_badge
+from jupyter_process import MFA_USER, slurm_jobs
+from test_sidebar import LOAD, card, lab_server, open_panel, wait_badge
 
 
 @pytest.fixture
 def lab(sandbox_cluster, tmp_path, request):
-    base_url = getattr(request, "param", "/")
-    cancel_all_jobs()
-    tag = uuid.uuid4().hex[:6]
-    clusters = {
-        "gemini": dict(sandbox_cluster, job_name=f"ui-gemini-{tag}"),
+    yield from lab_server(tmp_path, request, {
+        "gemini": dict(sandbox_cluster, job_name="ui-gemini"),
         "mfa": dict(sandbox_cluster, port=mfa.PASSWORD_PORT, user=MFA_USER, identity_file="",
-                    job_name=f"ui-mfa-{tag}"),
-    }
-    server = Server(tmp_path, clusters, base_url=base_url,
-                    extra="c.HPCManager.launch_timeout = 60.0\n")
-    server.start()
-    yield server
-    server.stop()
-    cancel_all_jobs()
+                    job_name="ui-mfa"),
+    }, launch_timeout=60.0)
 
 
 def answer(page, text: str, value: str) -> None:

@@ -28,13 +28,18 @@ def home_file(name: str) -> str:
 
 @pytest.fixture
 def lab(sandbox_cluster, tmp_path, request):
-    base_url = getattr(request, "param", "/")
+    yield from lab_server(tmp_path, request, {
+        name: dict(sandbox_cluster, job_name=f"ui-{name}") for name in ("gemini", "apollo")})
+
+
+def lab_server(tmp_path, request, clusters: dict, launch_timeout: float = 20.0):
+    """JupyterLab with these clusters (their job names made unique), at the base_url the test
+    is parametrized with (default /); no job before or after."""
     cancel_all_jobs()
     tag = uuid.uuid4().hex[:6]
-    clusters = {name: dict(sandbox_cluster, job_name=f"ui-{name}-{tag}")
-                for name in ("gemini", "apollo")}
-    server = Server(tmp_path, clusters, base_url=base_url,
-                    extra="c.HPCManager.launch_timeout = 20.0\n")
+    clusters = {name: dict(c, job_name=f"{c['job_name']}-{tag}") for name, c in clusters.items()}
+    server = Server(tmp_path, clusters, base_url=getattr(request, "param", "/"),
+                    extra=f"c.HPCManager.launch_timeout = {launch_timeout}\n")
     server.start()
     yield server
     server.stop()
