@@ -51,6 +51,14 @@ class HPCAPIHandler(HPCHandlerMixin, APIHandler):
         self.finish(json.dumps(contract.error_body(message, details)))
 
 
+def refresh_argument(handler: HPCAPIHandler) -> bool:
+    refresh = handler.get_query_argument("refresh", "false")
+    if refresh not in ("true", "false"):
+        raise ValidationError("Invalid refresh value: must be true or false",
+                              {"field": "refresh"})
+    return refresh == "true"
+
+
 class ReadHandler(HPCAPIHandler):
     """Reads (the panel polls them): not the user's activity, so an open tab alone does not keep
     a server from JupyterHub's idle culler. Launch, switch and stop are."""
@@ -69,18 +77,14 @@ class ClusterStatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        refresh = self.get_query_argument("refresh", "false")
-        if refresh not in ("true", "false"):
-            raise ValidationError("Invalid refresh value: must be true or false",
-                                  {"field": "refresh"})
-        self.write_json(await self.manager.cluster_status(refresh=refresh == "true"))
+        self.write_json(await self.manager.cluster_status(refresh=refresh_argument(self)))
 
 
 class StatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(self.manager.status())
+        self.write_json(await self.manager.status(refresh=refresh_argument(self)))
 
 
 class LaunchHandler(HPCAPIHandler):
@@ -88,6 +92,15 @@ class LaunchHandler(HPCAPIHandler):
     @authorized
     async def post(self) -> None:
         self.write_json(await self.manager.launch(self.json_body()))
+
+
+class CheckLaunchHandler(ReadHandler):
+    """A launch's checks without the launch (not activity: the sidebar asks as the user types)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.write_json(await self.manager.check_launch(self.json_body()))
 
 
 class SwitchHandler(HPCAPIHandler):
@@ -139,6 +152,7 @@ handlers: list[tuple[str, type[HPCAPIHandler]]] = [
     (r"api/hpc/cluster-status", ClusterStatusHandler),
     (r"api/hpc/status", StatusHandler),
     (r"api/hpc/launch", LaunchHandler),
+    (r"api/hpc/check-launch", CheckLaunchHandler),
     (r"api/hpc/switch/([^/]+)", SwitchHandler),
     (r"api/hpc/stop", StopHandler),
     (r"api/hpc/stop/([^/]+)", StopHandler),

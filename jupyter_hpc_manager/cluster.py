@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from . import contract, slurm
+from . import contract, slurm, validation
 from .cache import CacheHit, TTLCache
 from .config import ClusterConfig, HPCManager
 from .errors import (
@@ -72,6 +72,10 @@ class Session:
     walltime: str
     started_at: str | None = None
     node: str | None = None
+    partition: str | None = None
+    gpus: str | None = None
+    account: str | None = None
+    qos: str | None = None
     # In memory only: where the IDE listens (with its password) and the IDE once attached.
     connection: Connection | None = field(default=None, repr=False, compare=False)
     ide: IDE | None = field(default=None, repr=False, compare=False)
@@ -83,7 +87,8 @@ class Session:
     def record(self) -> dict[str, Any]:
         return {"hpc": self.hpc, "job_id": self.job_id, "status": self.status.value,
                 "cpus": self.cpus, "memory": self.memory, "walltime": self.walltime,
-                "started_at": self.started_at, "node": self.node}
+                "started_at": self.started_at, "node": self.node, "partition": self.partition,
+                "gpus": self.gpus, "account": self.account, "qos": self.qos}
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Session:
@@ -93,25 +98,33 @@ class Session:
         return cls(
             hpc=str(d["hpc"]), job_id=str(d["job_id"]), status=status,
             cpus=str(d["cpus"]), memory=str(d["memory"]), walltime=str(d["walltime"]),
-            started_at=d.get("started_at"), node=d.get("node"),
+            started_at=d.get("started_at"), node=d.get("node"), partition=d.get("partition"),
+            gpus=d.get("gpus"), account=d.get("account"), qos=d.get("qos"),
         )
 
     @classmethod
     def from_job(cls, hpc: str, job: SqueueJob) -> Session:
-        return cls(hpc, job.job_id, job.state, job.cpus, job.memory,
-                   contract.normal_duration(job.time_limit, job.time_limit_seconds),
-                   job.start_time, job.node)
+        session = cls(hpc, job.job_id, job.state, job.cpus, job.memory,
+                      contract.normal_duration(job.time_limit, job.time_limit_seconds),
+                      job.start_time, job.node)
+        session.follow(job)
+        return session
+
+    def _facts(self) -> tuple[Any, ...]:
+        return (self.status, self.node, self.started_at, self.cpus, self.memory, self.walltime,
+                self.partition, self.gpus, self.account, self.qos)
 
     def follow(self, job: SqueueJob) -> bool:
         """Take what SLURM says about our job; True if anything changed."""
-        before = (self.status, self.node, self.started_at, self.cpus, self.memory, self.walltime)
+        before = self._facts()
         self.status, self.node, self.started_at = job.state, job.node, job.start_time
         self.cpus, self.memory = job.cpus, job.memory
         self.walltime = contract.normal_duration(job.time_limit, job.time_limit_seconds)
+        self.partition, self.gpus = job.partition, job.gpus
+        self.account, self.qos = job.account, job.qos
         if self.ide is not None:
             self.ide.node = job.node
-        return before != (self.status, self.node, self.started_at, self.cpus, self.memory,
-                          self.walltime)
+        return before != self._facts()
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,17 @@ class Observation:
     generation: int
     job: SqueueJob | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a cluster offers a launch: its partitions (one sinfo), and the user's accounts and
+    QOS where SLURM keeps accounting (None where they cannot be read)."""
+
+    partitions: list[slurm.Partition] | None
+    error: str | None = None  # why the partitions could not be read
+    accounts: list[str] | None = None
+    qos: list[str] | None = None
 
 
 @dataclass
@@ -156,6 +180,8 @@ class Cluster:
             self.settings.cache_ttl, services.clock, min_refresh=self.settings.refresh_min_interval)
         self.last: CacheHit[Observation] | None = None  # the newest answer, with its clock time
         self._last_at = 0.0
+        self.offer: TTLCache[Offer] = TTLCache(
+            self.settings.cache_ttl, services.clock, min_refresh=self.settings.refresh_min_interval)
         self._connecting: asyncio.Future[paramiko.Transport] | None = None
         # A login node that asks for a password or code: why a login is needed now (None: it
         # is not), whether the connection we hold took a person's answers (then it is not
@@ -356,6 +382,48 @@ class Cluster:
             hit = await self.status.get(self._observe, refresh=True)
         return hit
 
+    async def offers(self, refresh: bool = False) -> CacheHit[Offer]:
+        """The partitions (and accounts, QOS) from the cache within its TTL; refresh: ask."""
+        return await self.offer.get(self._read_offer, refresh=refresh)
+
+    async def _read_offer(self) -> Offer:
+        """sinfo (and sacctmgr). A failed sinfo is an Offer without partitions; an SSH failure
+        is raised (not cached: the next caller asks again, and a launch fails with it)."""
+        result = await self.run("sinfo", slurm.sinfo_command(self.config.sinfo))
+        if result.exit_status != 0:
+            why = _last_lines(result.stderr) or f"exit {result.exit_status}"
+            return Offer(None, f"sinfo on {self.name} failed: {why}")
+        try:
+            partitions = slurm.parse_sinfo(result.stdout)
+        except slurm.SlurmParseError as exc:
+            return Offer(None, f"sinfo on {self.name} printed what we cannot read: {exc}")
+        accounts = qos = None
+        if self.config.sacctmgr:
+            try:
+                result = await self.run("sacctmgr", slurm.assoc_command(self.config.sacctmgr))
+                if result.exit_status == 0 and result.stdout.strip():
+                    accounts, qos = slurm.parse_assoc(result.stdout)
+            except HPCError:
+                pass  # no accounting here: accounts and QOS are typed, not chosen
+        return Offer(partitions, None, accounts, qos)
+
+    async def check(self, request: JobRequest) -> None:
+        """Refuse a request over its partition's limits (known from sinfo; a cluster whose sinfo
+        fails launches unchecked, and SLURM judges) or a folder that is not there."""
+        offer = (await self.offers()).value
+        if offer.partitions is not None:
+            validation.check_partition(request, offer.partitions, self.name)
+        for name, value, yours in (("account", request.account, offer.accounts),
+                                   ("qos", request.qos, offer.qos)):
+            if value is not None and yours is not None and value not in yours:
+                raise ValidationError(f"{name} {value} is not one of yours on {self.name} "
+                                      f"({', '.join(yours)})", {"field": name})
+        if request.workdir is not None:
+            result = await self.run("test", slurm.shell_join(["test", "-d", request.workdir]))
+            if result.exit_status != 0:
+                raise ValidationError(f"workdir {request.workdir!r} is not a folder on "
+                                      f"{self.name}", {"field": "workdir"})
+
     def previous(self) -> CacheHit[Observation] | None:
         """The newest answer, as a cached one (for a query that has not answered yet)."""
         if self.last is None:
@@ -413,6 +481,8 @@ class Cluster:
 
     async def launch(self, request: JobRequest) -> dict[str, Any]:
         async with self.exclusive():
+            # Over a partition's limit, or a folder that is not there: nothing is submitted.
+            await self.check(request)
             # A record we cannot write is found out before a job is submitted, not after.
             await self._changed()
             # A failed query raises here: when we cannot see the queue we must not submit.
@@ -428,7 +498,9 @@ class Cluster:
                 job_id = await self._submit(request)
                 self._forget()
                 self.session = Session(self.name, job_id, JobState.PENDING, str(request.cpus),
-                                       request.mem, request.time)
+                                       request.mem, request.time, partition=request.partition,
+                                       gpus=request.gpus, account=request.account,
+                                       qos=request.qos)
             self.detached = None
             await self._changed()
             return await self._wait_ready(self.session, existing)
@@ -437,7 +509,8 @@ class Cluster:
         c = self.config
         argv = slurm.sbatch_argv(c.sbatch, c.job_name, request, partition=c.partition,
                                  account=c.account, extra_args=c.extra_sbatch_args)
-        script = slurm.job_script(c.job_name, prologue=c.prologue, ide_command=c.ide_command)
+        script = slurm.job_script(c.job_name, prologue=c.prologue, ide_command=c.ide_command,
+                                  proxy_uri=self.services.ide_url(self.name) + "proxy/{{port}}/")
         try:
             result = await self.run("sbatch", slurm.submit_command(argv), stdin=script)
         except SshError as exc:
@@ -461,7 +534,8 @@ class Cluster:
         except slurm.SlurmParseError as exc:
             raise JobError(f"sbatch on {self.name}: {exc}", {"hpc": self.name}) from exc
         self.log.info("jupyter-hpc-manager: launch on %s submitted job %s (cpus=%s mem=%s "
-                      "time=%s)", self.name, job_id, request.cpus, request.mem, request.time)
+                      "time=%s partition=%s gpus=%s)", self.name, job_id, request.cpus,
+                      request.mem, request.time, request.partition, request.gpus)
         return job_id
 
     async def _wait_ready(self, session: Session, existing: bool) -> dict[str, Any]:
@@ -650,6 +724,7 @@ class Cluster:
         """The server is stopping: end queries and connection attempts still running, and every
         connection to the login node and the IDE. The job keeps running unless ``cancel``."""
         await self.status.aclose()
+        await self.offer.aclose()
         if cancel and self.session is not None:
             job = self.session.job_id
             try:

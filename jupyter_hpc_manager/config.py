@@ -25,6 +25,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import validation
 from .errors import ValidationError
+from .validation import PRESET_FIELDS
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -64,8 +65,18 @@ class ClusterConfig(HasTraits):
     job_name = Unicode(
         help="SLURM job name that marks this cluster's IDE job; one such job per user and cluster."
     )
-    partition = Unicode("", help="SLURM partition (sbatch --partition); empty: the default.")
-    account = Unicode("", help="SLURM account (sbatch --account); empty: the user's default.")
+    partition = Unicode(
+        "", help="SLURM partition used when a launch names none (sbatch --partition); empty: "
+        "SLURM's default partition.")
+    account = Unicode(
+        "", help="SLURM account used when a launch names none (sbatch --account); empty: the "
+        "user's default account.")
+    qos = Unicode("", help="SLURM QOS used when a launch names none (sbatch --qos); empty: none.")
+    presets = Dict(
+        help="Named launch presets offered on this cluster, each a dict of launch fields "
+        "(partition, gpus, cpus, mem, time, account, qos, workdir), e.g. {'gpu-small': "
+        "{'partition': 'gpu', 'gpus': '1', 'cpus': '8', 'mem': '64G', 'time': '04:00:00'}}. A "
+        "launch with preset=<name> takes these for the fields it does not give itself.")
     prologue = Unicode(
         "",
         help="Shell lines run in the job before the IDE starts, e.g. 'module load code-server'.",
@@ -81,6 +92,10 @@ class ClusterConfig(HasTraits):
         "non-interactive SSH session).",
     )
     squeue = Unicode("squeue", help="squeue command on the login node.")
+    sinfo = Unicode("sinfo", help="sinfo command on the login node (reads the partitions).")
+    sacctmgr = Unicode(
+        "sacctmgr", help="sacctmgr command on the login node (reads the user's accounts and "
+        "QOS where SLURM keeps accounting); empty: do not ask.")
     scancel = Unicode("scancel", help="scancel command on the login node.")
     extra_sbatch_args = List(
         Unicode(), help="More sbatch options, one argv item each, e.g. ['--qos=interactive']."
@@ -141,7 +156,29 @@ class ClusterConfig(HasTraits):
                              "or several of them separated by commas (crossed in that order)")
         return str(value)
 
-    @validate("partition", "account")
+    @validate("presets")
+    def _check_presets(self, proposal: Any) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for name, preset in proposal["value"].items():
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_. -]{0,63}$",
+                                                         name):
+                raise TraitError(f"preset name {name!r} must be letters, digits, '_', '.', '-' "
+                                 "or spaces (1-64)")
+            if not isinstance(preset, dict):
+                raise TraitError(f"preset {name!r} must be a dict of launch fields")
+            unknown = set(preset) - set(PRESET_FIELDS)
+            if unknown:
+                raise TraitError(f"preset {name!r} has unknown field(s) "
+                                 f"{', '.join(sorted(map(str, unknown)))}; known: "
+                                 f"{', '.join(PRESET_FIELDS)}")
+            try:
+                validation.parse_preset(preset)
+            except ValidationError as exc:
+                raise TraitError(f"preset {name!r}: {exc.message}") from exc
+            out[name] = {k: str(v) for k, v in preset.items()}
+        return out
+
+    @validate("partition", "account", "qos")
     def _check_word(self, proposal: Any) -> str:
         value = proposal["value"]
         if value and not SAFE_WORD.match(value):
@@ -149,7 +186,7 @@ class ClusterConfig(HasTraits):
                              "names never use")
         return str(value)
 
-    @validate("ide_command", "sbatch", "squeue", "scancel")
+    @validate("ide_command", "sbatch", "squeue", "scancel", "sinfo")
     def _check_command(self, proposal: Any) -> str:
         value = proposal["value"].strip()
         if not value:
@@ -164,8 +201,9 @@ class HPCManager(LoggingConfigurable):
     clusters = Dict(
         config=True,
         help="""Clusters by name, each a dict of settings: host (or ~/.ssh/config alias), port,
-        user, identity_file, known_hosts, job_name, partition, account, prologue, ide_command,
-        sbatch, squeue, scancel, extra_sbatch_args. Example:
+        user, identity_file, known_hosts, proxy_jump, job_name, partition, account, qos,
+        presets, prologue, ide_command, sbatch, squeue, scancel, sinfo, sacctmgr,
+        extra_sbatch_args. Example:
         {"gemini": {"host": "login.gemini.example.org", "user": "alice", "partition": "short"}}""",
     )
     default_hpc = Unicode(

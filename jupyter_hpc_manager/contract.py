@@ -10,8 +10,8 @@ from . import slurm
 from .slurm import JobState
 
 if TYPE_CHECKING:
-    from .cluster import Observation, Session
-    from .config import HPCManager
+    from .cluster import Observation, Offer, Session
+    from .config import ClusterConfig, HPCManager
 
 
 def utcnow_iso() -> str:
@@ -44,6 +44,7 @@ def session_entry(session: Session | None, url: str | None) -> dict[str, Any]:
         "walltime": session.walltime,
         "startedAt": session.started_at,
     }
+    entry.update(asked(session.partition, session.gpus, session.account, session.qos))
     if url is not None:
         entry["url"] = url
     return entry
@@ -72,11 +73,21 @@ def cluster_entry(obs: Observation, age: float, url: str | None) -> dict[str, An
         memory=job.memory,
         startTime=job.start_time,
     )
+    entry.update(asked(job.partition, job.gpus, job.account, job.qos))
     if job.state is JobState.PENDING:
         entry["reason"] = job.reason
+        entry["reasonText"] = slurm.explain_reason(job.reason)
+        entry["estimatedStart"] = job.estimated_start
     if url is not None:
         entry["url"] = url
     return entry
+
+
+def asked(partition: str | None, gpus: str | None, account: str | None,
+          qos: str | None) -> dict[str, Any]:
+    """What a job asked for besides CPUs and memory (the fields SLURM reports)."""
+    found = {"partition": partition, "gpus": gpus, "account": account, "qos": qos}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def cluster_status(entries: dict[str, dict[str, Any]], *, active: str | None, updated_at: str,
@@ -86,7 +97,7 @@ def cluster_status(entries: dict[str, dict[str, Any]], *, active: str | None, up
 
 
 def status(entries: dict[str, dict[str, Any]], active: str | None,
-           config: HPCManager) -> dict[str, Any]:
+           config: HPCManager, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "sessions": entries,
         "activeHpc": active,
@@ -97,8 +108,45 @@ def status(entries: dict[str, dict[str, Any]], active: str | None,
             "defaultTime": config.default_time,
             "maxCpus": config.max_cpus,
             "clusters": list(config.clusters),
+            "clusterOptions": options,
         },
     }
+
+
+def partition(p: slurm.Partition) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "default": p.default,
+        "maxTime": None if p.max_time_seconds is None else slurm.format_duration(
+            p.max_time_seconds),
+        "maxTimeSeconds": p.max_time_seconds,
+        "maxCpusPerNode": p.max_cpus_per_node,
+        "maxMemPerNode": slurm.format_mem_mb(p.max_mem_per_node_mb),
+        "maxMemPerNodeMb": p.max_mem_per_node_mb,
+        "gpus": dict(p.gpus),
+        "state": p.state,
+    }
+
+
+def cluster_options(cluster: ClusterConfig, offer: Offer | str) -> dict[str, Any]:
+    """What a cluster offers a launch: its partitions (null, with partitionsError, where sinfo
+    could not be asked: the plain fields still launch), the user's accounts and QOS (null where
+    SLURM keeps no accounting: type them), the admin's presets, and the cluster's defaults."""
+    options: dict[str, Any] = {
+        "partitions": None, "accounts": None, "qos": None,
+        "presets": {name: dict(p) for name, p in cluster.presets.items()},
+        "defaultPartition": cluster.partition or None,
+        "defaultAccount": cluster.account or None,
+        "defaultQos": cluster.qos or None,
+    }
+    if isinstance(offer, str):
+        options["partitionsError"] = offer
+    elif offer.partitions is None:
+        options["partitionsError"] = offer.error
+    else:
+        options.update(partitions=[partition(p) for p in offer.partitions],
+                       accounts=offer.accounts, qos=offer.qos)
+    return options
 
 
 def launch_reply(status: str, session: Session, url: str | None = None,
@@ -110,7 +158,15 @@ def launch_reply(status: str, session: Session, url: str | None = None,
         reply["url"] = url
     if status == "pending":
         reply["reason"] = reason
+        reply["reasonText"] = slurm.explain_reason(reason)
     return reply
+
+
+def launch_check(hpc: str, request: slurm.JobRequest) -> dict[str, Any]:
+    return {"ok": True, "hpc": hpc, "request": {
+        "cpus": str(request.cpus), "mem": request.mem, "time": request.time,
+        "partition": request.partition, "gpus": request.gpus, "account": request.account,
+        "qos": request.qos, "workdir": request.workdir}}
 
 
 def switch_reply(hpc: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import contract, validation
 from .cache import CacheHit
-from .cluster import Cluster, Observation, Services, Session
+from .cluster import Cluster, Observation, Offer, Services, Session
 from .config import HPCManager
 from .errors import HPCError, NotFoundError, StateError, ValidationError
 from .ide import IDE
@@ -167,7 +167,31 @@ class SessionManager:
         query.cancel()  # (the query itself goes on, shielded in the cluster's cache)
         return cluster.previous(), asked
 
-    def status(self) -> dict[str, Any]:
+    async def status(self, refresh: bool = False) -> dict[str, Any]:
+        """The sessions this server holds, and what each cluster offers a launch (its
+        partitions from one sinfo, cached like squeue and waited for at most status_wait)."""
+        offers = await asyncio.gather(*(self._offer(c, refresh) for c in self.clusters.values()))
+        options = {c.name: contract.cluster_options(c.config, offer)
+                   for c, offer in zip(self.clusters.values(), offers, strict=True)}
+        return self._sessions(options)
+
+    async def _offer(self, cluster: Cluster, refresh: bool) -> Offer | str:
+        """The cluster's offer, or why there is none (yet)."""
+        if cluster.login_state() == "required":
+            return "log in to see what this cluster offers"
+        query = asyncio.ensure_future(cluster.offers(refresh))
+        await asyncio.sleep(0)
+        wait = max(0.0, self.config.status_wait - cluster.offer.asking_for())
+        done, _ = await asyncio.wait([query], timeout=wait)
+        if not done:
+            query.cancel()  # (it goes on, shielded in the cluster's cache)
+            return f"{cluster.name} has not answered yet; still asking"
+        try:
+            return query.result().value
+        except HPCError as exc:
+            return exc.message
+
+    def _sessions(self, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entries = {}
         for name, c in self.clusters.items():
             login = c.login_state()
@@ -179,17 +203,34 @@ class SessionManager:
             entries[name] = contract.session_entry(c.session, self._url(c))
             if login is not None:
                 entries[name]["login"] = login
-        return contract.status(entries, self.active_hpc, self.config)
+        return contract.status(entries, self.active_hpc, self.config, options)
 
     def parse_launch(self, body: dict[str, Any]) -> tuple[Cluster, JobRequest]:
+        """The cluster and the request: the body's fields, then the preset's, then the
+        cluster's and the server's defaults, each checked."""
         c = self.config
         cluster = self._cluster(body.get("hpc", c.default_cluster))
-        request = JobRequest(
-            cpus=validation.parse_cpus(body.get("cpus", c.default_cpus), c.max_cpus),
-            mem=validation.parse_mem(body.get("mem", c.default_mem)),
-            time=validation.parse_time(body.get("time", c.default_time)),
-        )
-        return cluster, request
+        cc = cluster.config
+        values: dict[str, Any] = {"cpus": c.default_cpus, "mem": c.default_mem,
+                                  "time": c.default_time, "partition": cc.partition or None,
+                                  "account": cc.account or None, "qos": cc.qos or None}
+        preset = body.get("preset")
+        if preset not in (None, ""):
+            if not isinstance(preset, str) or preset not in cc.presets:
+                shown = preset if isinstance(preset, str) and len(preset) <= 64 else "(not shown)"
+                raise ValidationError(
+                    f"Unknown preset {shown!r} on {cluster.name}; it has: "
+                    f"{', '.join(cc.presets) or 'none'}", {"field": "preset"})
+            values.update(cc.presets[preset])
+        values.update({k: body[k] for k in validation.PRESET_FIELDS if k in body})
+        return cluster, validation.parse_request(values, c.max_cpus)
+
+    async def check_launch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What a launch with this body would ask for, or the 400 it would get; nothing is
+        submitted (the sidebar checks its form with it: one set of rules, the server's)."""
+        cluster, request = self.parse_launch(body)
+        await cluster.check(request)
+        return contract.launch_check(cluster.name, request)
 
     async def launch(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster, request = self.parse_launch(body)

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 # One squeue line per job. The job name is ours (validated), so it cannot hold the delimiter;
 # the reason comes last because it is free text and is allowed to.
+# (%S is the start time: of a running job, when it started; of a pending one, SLURM's estimate,
+# if its scheduler has made one. %b is what the job asked per node besides CPUs: its GPUs.)
 SQUEUE_FIELDS = ("jobid", "state", "node", "time_left", "time_limit", "cpus", "memory",
-                 "start_time", "name", "reason")
-SQUEUE_FORMAT = "%i|%T|%N|%L|%l|%C|%m|%S|%j|%r"
+                 "start_time", "partition", "gres", "account", "qos", "name", "reason")
+SQUEUE_FORMAT = "%i|%T|%N|%L|%l|%C|%m|%S|%P|%b|%a|%q|%j|%r"
 SQUEUE_DELIMITER = "|"
 
 # Where the job keeps its files on the cluster, relative to the user's home (the exec channel's
 # working directory). The connection file holds the IDE's password: mode 0600 in a 0700 folder.
 REMOTE_DIR = ".jupyter-hpc-manager"
 REMOTE_LOG_DIR = f"{REMOTE_DIR}/logs"
+OUTPUT_OPTION = "--output="  # sbatch's, with the log's path relative to the home
 
 
 class JobState(str, enum.Enum):
@@ -135,6 +138,25 @@ class SqueueJob:
     start_time: str | None
     name: str
     reason: str | None
+    partition: str | None = None
+    gpus: str | None = None  # as asked: "2" or "type:2"
+    account: str | None = None
+    qos: str | None = None
+    estimated_start: str | None = None  # a pending job's expected start, where SLURM has one
+
+
+def gpus_of(tres_per_node: str) -> str | None:
+    """The GPUs in squeue's ``%b`` (``gres:gpu:2``, ``gres/gpu:a100:1``, ``gpu:2``, ``N/A``), as
+    a launch writes them (``2``, ``a100:1``); None without GPUs."""
+    for item in tres_per_node.split(","):
+        item = item.strip()
+        for prefix in ("gres:", "gres/"):
+            if item.startswith(prefix):
+                item = item[len(prefix):]
+        name, _, rest = item.partition(":")
+        if name == "gpu":
+            return rest or "1"
+    return None
 
 
 def _optional(value: str) -> str | None:
@@ -172,6 +194,11 @@ def parse_squeue_line(line: str) -> SqueueJob:
         start_time=_optional(f["start_time"]) if state is JobState.RUNNING else None,
         name=f["name"],
         reason=None if reason == "None" else reason,
+        partition=_optional(f["partition"]),
+        gpus=gpus_of(f["gres"]),
+        account=_optional(f["account"]),
+        qos=_optional(f["qos"]),
+        estimated_start=_optional(f["start_time"]) if state is JobState.PENDING else None,
     )
 
 
@@ -198,6 +225,158 @@ def squeue_argv(squeue: str, job_name: str) -> list[str]:
     return [squeue, "--me", "--noheader", f"--name={job_name}", f"--format={SQUEUE_FORMAT}"]
 
 
+# SLURM's pending reasons in words (the code stays beside them, for the admins).
+REASON_WORDS = {
+    "Resources": "waiting for free nodes",
+    "Priority": "other jobs are ahead in the queue",
+    "PartitionConfig": "the request exceeds what the partition allows",
+    "PartitionTimeLimit": "the time asked exceeds the partition's limit",
+    "PartitionDown": "the partition is down",
+    "ReqNodeNotAvail": "the nodes it needs are unavailable (maintenance?)",
+    "Dependency": "waiting for another job",
+    "JobHeldUser": "held by you",
+    "JobHeldAdmin": "held by an administrator",
+    "BeginTime": "waiting for its start time",
+    "QOSMaxCpuPerUserLimit": "your CPU limit is reached by other jobs",
+    "QOSMaxGRESPerUser": "your GPU limit is reached by other jobs",
+    "AssocGrpCpuLimit": "your group CPU limit is reached",
+    "InvalidAccount": "the account is not valid for you",
+    "InvalidQOS": "the QOS is not valid for you",
+}
+
+
+def explain_reason(reason: str | None) -> str | None:
+    """``Resources: waiting for free nodes``; an unknown code as it is."""
+    if not reason:
+        return None
+    words = REASON_WORDS.get(reason)
+    return f"{reason}: {words}" if words else reason
+
+
+def assoc_command(sacctmgr: str) -> str:
+    """The user's accounts and QOS (``account|qos1,qos2`` lines), where SLURM keeps accounting.
+    The user is the login's own (no value of ours in the command)."""
+    return (shell_join([sacctmgr, "--noheader", "--parsable2", "show", "associations"])
+            + ' where user="$(id -un)" format=account,qos')
+
+
+def parse_assoc(output: str) -> tuple[list[str], list[str]]:
+    accounts: list[str] = []
+    qos: list[str] = []
+    for line in output.splitlines():
+        account, _, qos_list = line.strip().partition("|")
+        if account and account not in accounts:
+            accounts.append(account)
+        for q in qos_list.split(","):
+            if q and q not in qos:
+                qos.append(q)
+    return accounts, qos
+
+
+# -- what a cluster offers: one sinfo call --------------------------------------------------------
+
+# One line per partition and kind of node (sinfo groups nodes that print alike). %P ends in "*"
+# for the default partition; %c and %m may end in "+" where a line's nodes differ.
+SINFO_FIELDS = ("partition", "avail", "time_limit", "cpus", "memory", "gres", "nodes")
+SINFO_FORMAT = "%P|%a|%l|%c|%m|%G|%D"
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    default: bool
+    max_time_seconds: int | None  # None: no limit
+    max_cpus_per_node: int
+    max_mem_per_node_mb: int
+    gpus: dict[str, int]  # type ("gpu" when untyped) -> GPUs on its largest node
+    state: str  # "up", or what sinfo said (down, drain, inact)
+
+    @property
+    def gpu_total(self) -> int:
+        return max(self.gpus.values(), default=0)
+
+
+def sinfo_argv(sinfo: str) -> list[str]:
+    return [sinfo, "--noheader", f"--format={SINFO_FORMAT}"]
+
+
+def sinfo_command(sinfo: str) -> str:
+    return shell_join(sinfo_argv(sinfo))
+
+
+def _count(text: str) -> int:
+    m = re.match(r"\d+", text.strip())
+    if not m:
+        raise SlurmParseError(f"sinfo printed a count that is not a number: {text!r}")
+    return int(m[0])
+
+
+def gpus_offered(gres: str) -> dict[str, int]:
+    """GPUs per node in sinfo's ``%G``: ``gpu:2``, ``gpu:tesla:2(S:0-1)``, ``(null)``."""
+    found: dict[str, int] = {}
+    for item in re.sub(r"\([^)]*\)", "", gres).split(","):
+        parts = item.strip().split(":")
+        if parts[0] != "gpu" or len(parts) < 2:
+            continue
+        kind = parts[1] if len(parts) >= 3 else "gpu"
+        try:
+            found[kind] = found.get(kind, 0) + int(parts[-1])
+        except ValueError as exc:
+            raise SlurmParseError(f"sinfo printed GPUs we cannot read: {gres!r}") from exc
+    return found
+
+
+def parse_sinfo(output: str) -> list[Partition]:
+    """Partitions in sinfo's order, each with the largest of its nodes' resources."""
+    merged: dict[str, Partition] = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != len(SINFO_FIELDS):
+            raise SlurmParseError(f"sinfo printed {len(fields)} fields where "
+                                  f"{len(SINFO_FIELDS)} were asked: {line!r}")
+        f = dict(zip(SINFO_FIELDS, (x.strip() for x in fields), strict=True))
+        name = f["partition"].rstrip("*")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise SlurmParseError(f"sinfo printed a partition name we cannot use: {name!r}")
+        limit = f["time_limit"].upper()
+        part = Partition(
+            name=name,
+            default=f["partition"].endswith("*"),
+            max_time_seconds=None if limit in ("INFINITE", "UNLIMITED") else parse_duration(limit),
+            max_cpus_per_node=_count(f["cpus"]),
+            max_mem_per_node_mb=_count(f["memory"]),
+            gpus=gpus_offered(f["gres"]),
+            state=f["avail"].lower(),
+        )
+        old = merged.get(name)
+        if old is not None:
+            part = Partition(
+                name, old.default or part.default, old.max_time_seconds,
+                max(old.max_cpus_per_node, part.max_cpus_per_node),
+                max(old.max_mem_per_node_mb, part.max_mem_per_node_mb),
+                {k: max(old.gpus.get(k, 0), part.gpus.get(k, 0))
+                 for k in {*old.gpus, *part.gpus}},
+                "up" if "up" in (old.state, part.state) else old.state)
+        merged[name] = part
+    return list(merged.values())
+
+
+def format_mem_mb(mb: int) -> str:
+    """Megabytes as a launch writes memory: ``195G`` where it divides, else ``200000M``."""
+    for unit, size in (("T", 1024 * 1024), ("G", 1024)):
+        if mb >= size and mb % size == 0:
+            return f"{mb // size}{unit}"
+    return f"{mb}M"
+
+
+def mem_mb(mem: str) -> int:
+    """A launch's memory (validated: digits and K, M, G or T) in megabytes, rounded up."""
+    n, unit = int(mem[:-1]), mem[-1].upper()
+    return {"K": -(-n // 1024), "M": n, "G": n * 1024, "T": n * 1024 * 1024}[unit]
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """A validated launch request (see validation.py); every value is safe as one argv item."""
@@ -205,6 +384,11 @@ class JobRequest:
     cpus: int
     mem: str
     time: str
+    partition: str | None = None  # None: the cluster's configured one, else SLURM's default
+    gpus: str | None = None  # "2" or "type:2"
+    account: str | None = None
+    qos: str | None = None
+    workdir: str | None = None  # relative to the home, or absolute; None: the home
 
 
 def sbatch_argv(
@@ -225,12 +409,22 @@ def sbatch_argv(
         f"--cpus-per-task={request.cpus}",
         f"--mem={request.mem}",
         f"--time={request.time}",
-        f"--output={REMOTE_LOG_DIR}/%x-%j.log",
+        f"{OUTPUT_OPTION}{REMOTE_LOG_DIR}/%x-%j.log",
     ]
+    partition = request.partition or partition
+    account = request.account or account
     if partition:
         argv.append(f"--partition={partition}")
     if account:
         argv.append(f"--account={account}")
+    if request.qos:
+        argv.append(f"--qos={request.qos}")
+    if request.gpus:
+        argv.append(f"--gres=gpu:{request.gpus}")
+    if request.workdir:
+        # The job's working directory, where VS Code opens (sbatch runs in the home, so a
+        # relative path is the home's).
+        argv.append(f"--chdir={request.workdir}")
     argv.extend(extra_args)
     return argv
 
@@ -267,9 +461,17 @@ def squeue_command(squeue: str, job_name: str) -> str:
 
 
 def submit_command(sbatch: Sequence[str]) -> str:
-    """Make the job's private folders (sbatch's --output needs its folder), then submit."""
+    """Make the job's private folders (sbatch's --output needs its folder), then submit. SLURM
+    takes a relative --output from the job's working directory, which --chdir moves: ours is
+    made absolute with the login shell's $HOME (the only word not quoted; no user value)."""
+    words = []
+    for item in sbatch:
+        if item.startswith(OUTPUT_OPTION):
+            words.append(f'{OUTPUT_OPTION}"$HOME"/{shlex.quote(item[len(OUTPUT_OPTION):])}')
+        else:
+            words.append(shlex.quote(item))
     return (shell_join(["mkdir", "-p", "-m", "700", REMOTE_DIR, REMOTE_LOG_DIR]) + " && "
-            + shell_join(sbatch))
+            + " ".join(words))
 
 
 def scancel_command(scancel: str, job_ids: Iterable[str]) -> str:
@@ -284,14 +486,21 @@ def log_tail_command(job_name: str, job_id: str, lines: int = 20) -> str:
     return shell_join(["tail", "-n", str(lines), "--", log_file(job_name, job_id)])
 
 
-# The job script. Only admin-configured text (prologue, IDE command) is placed in it, never a
-# user's value; the user's choices travel as sbatch argv. The IDE gets its password through its
-# environment (never a command line, which other users can read in /proc) and writes nothing
-# secret anywhere but the 0600 connection file, which the job removes when it ends.
+# The job script. Only admin-configured text (prologue, IDE command) and the server's own URL
+# (quoted) are placed in it, never a user's value; the user's choices travel as sbatch argv
+# (the folder as --chdir: VS Code opens the job's working directory). The IDE gets its password
+# through its environment (never a command line, which other users can read in /proc) and writes
+# nothing secret anywhere but the 0600 connection file, which the job removes when it ends.
 JOB_SCRIPT_TEMPLATE = """#!/bin/bash
 # Generated by jupyter-hpc-manager: VS Code (code-server) for one user on one compute node.
 umask 077
+workdir=$PWD
 node=$(hostname)
+# Threaded libraries use the CPUs the job has, not every core of the node.
+threads=${{SLURM_CPUS_PER_TASK:-1}}
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
+# The editor's Ports view links a web app on this node through the Jupyter server's proxy.
+export VSCODE_PROXY_URI={proxy_uri}
 echo "jupyter-hpc-manager: job $SLURM_JOB_ID started on $node at $(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)"
 state_dir="$HOME/{remote_dir}"
 mkdir -p "$state_dir"
@@ -338,7 +547,7 @@ PASSWORD="$secret" setsid {ide_command} \\
   --extensions-dir "$ide_dir/extensions" \\
   --config "$ide_dir/config.yaml" \\
   --disable-telemetry --disable-update-check --disable-workspace-trust \\
-  "$HOME" &
+  "$workdir" &
 ide_pid=$!
 
 fmt='{{"host": "%s", "port": %s, "password": "%s", "jobId": "%s"}}\\n'
@@ -352,10 +561,14 @@ exit "$status"
 """
 
 
-def job_script(job_name: str, *, prologue: str = "", ide_command: str = "code-server") -> str:
+def job_script(job_name: str, *, prologue: str = "", ide_command: str = "code-server",
+               proxy_uri: str = "") -> str:
+    """``proxy_uri``: where the IDE's port proxy is reached from the browser, with code-server's
+    ``{{port}}`` placeholder (VSCODE_PROXY_URI)."""
     return JOB_SCRIPT_TEMPLATE.format(
         remote_dir=REMOTE_DIR,
         job_name=job_name,
         prologue=prologue.rstrip() or ":",
         ide_command=ide_command,
+        proxy_uri=shlex.quote(proxy_uri),
     )

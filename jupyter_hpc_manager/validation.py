@@ -6,7 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import slurm
 from .errors import ValidationError
+from .slurm import JobRequest, Partition
+
+# The fields of a launch besides the cluster; a preset may set any of them.
+PRESET_FIELDS = ("partition", "gpus", "cpus", "mem", "time", "account", "qos", "workdir")
 
 _MEM = re.compile(r"^([1-9][0-9]{0,8})([KMGT])$", re.IGNORECASE)
 # HH:MM:SS (hours up to 999) or D-HH:MM:SS (hours 0-23); the OpenAPI file states the same.
@@ -67,3 +72,116 @@ def parse_bool(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(f"Invalid {field} value: must be true or false", {"field": field})
     return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a SLURM partition, account or QOS name
+_GPUS = re.compile(r"^(?:([A-Za-z0-9_.-]{1,32}):)?([0-9]{1,3})$")
+_WORKDIR = re.compile(r"^[^\x00-\x1f\x7f]{1,4096}$")
+
+
+def parse_name(value: Any, field: str) -> str | None:
+    """A partition, account or QOS name; None or "" means none given."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValidationError(f"Invalid {field} value: letters, digits, '_', '.' and '-' only "
+                              "(1-64)", {"field": field})
+    return value
+
+
+def parse_gpus(value: Any) -> str | None:
+    """GPUs: a count (``2``) or ``type:count`` (``a100:1``); 0, "" or None: none."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    m = _GPUS.match(value) if isinstance(value, str) else None
+    if not m or not 0 <= int(m[2]) <= 999:
+        raise ValidationError("Invalid gpus value: a count like 2, or type:count like a100:1",
+                              {"field": "gpus"})
+    if int(m[2]) == 0:
+        return None
+    return f"{m[1]}:{int(m[2])}" if m[1] else str(int(m[2]))
+
+
+def parse_workdir(value: Any) -> str | None:
+    """The folder VS Code opens, on the cluster: absolute, or relative to the home (``~/x`` or
+    ``x``). None for the home itself. Its existence is checked on the cluster."""
+    if value is None or value in ("", "~", "~/"):
+        return None
+    if (not isinstance(value, str) or not _WORKDIR.match(value)
+            or (value.startswith("~") and not value.startswith("~/"))):
+        raise ValidationError("Invalid workdir value: a folder on the cluster, like ~/project or "
+                              "/scratch/me (no control characters; ~user is not supported)",
+                              {"field": "workdir"})
+    return value[2:] if value.startswith("~/") else value
+
+
+def parse_request(values: dict[str, Any], max_cpus: int) -> JobRequest:
+    """A launch's fields (defaults and preset already merged in), each checked."""
+    return JobRequest(
+        cpus=parse_cpus(values.get("cpus"), max_cpus),
+        mem=parse_mem(values.get("mem")),
+        time=parse_time(values.get("time")),
+        partition=parse_name(values.get("partition"), "partition"),
+        gpus=parse_gpus(values.get("gpus")),
+        account=parse_name(values.get("account"), "account"),
+        qos=parse_name(values.get("qos"), "qos"),
+        workdir=parse_workdir(values.get("workdir")),
+    )
+
+
+def parse_preset(preset: dict[str, Any]) -> None:
+    """Each field a preset sets is a valid launch value (CPUs against max_cpus at launch)."""
+    parsers: dict[str, Any] = {
+        "cpus": lambda v: parse_cpus(v, 9999), "mem": parse_mem, "time": parse_time,
+        "gpus": parse_gpus, "workdir": parse_workdir,
+        "partition": lambda v: parse_name(v, "partition"),
+        "account": lambda v: parse_name(v, "account"), "qos": lambda v: parse_name(v, "qos"),
+    }
+    for field, value in preset.items():
+        parsers[field](str(value))
+
+
+def check_partition(request: JobRequest, partitions: list[Partition],
+                    cluster: str) -> Partition | None:
+    """The request against what its partition allows (from sinfo): the partition it names (or
+    the default one), or ValidationError naming the limit."""
+    name = request.partition
+    if name is None:
+        part = next((p for p in partitions if p.default), None)
+        if part is None:
+            return None
+    else:
+        part = next((p for p in partitions if p.name == name), None)
+        if part is None:
+            raise ValidationError(
+                f"Unknown partition {name!r} on {cluster}; it has: "
+                f"{', '.join(p.name for p in partitions) or 'none'}", {"field": "partition"})
+    seconds = slurm.parse_duration(request.time)
+    if part.max_time_seconds is not None and seconds is not None and \
+            seconds > part.max_time_seconds:
+        raise ValidationError(
+            f"time {request.time} exceeds partition {part.name}'s MaxTime "
+            f"{slurm.format_duration(part.max_time_seconds)}", {"field": "time"})
+    if request.cpus > part.max_cpus_per_node:
+        raise ValidationError(
+            f"cpus {request.cpus} exceeds partition {part.name}'s {part.max_cpus_per_node} CPUs "
+            "per node", {"field": "cpus"})
+    if slurm.mem_mb(request.mem) > part.max_mem_per_node_mb:
+        raise ValidationError(
+            f"mem {request.mem} exceeds partition {part.name}'s "
+            f"{slurm.format_mem_mb(part.max_mem_per_node_mb)} per node", {"field": "mem"})
+    if request.gpus:
+        kind, _, count = request.gpus.rpartition(":")
+        if not part.gpus:
+            raise ValidationError(f"partition {part.name} has no GPUs", {"field": "gpus"})
+        have = part.gpus.get(kind) if kind else part.gpu_total
+        if have is None:
+            offered = ", ".join(f"{k}:{n}" for k, n in part.gpus.items())
+            raise ValidationError(f"partition {part.name} has no GPU of type {kind} (it has "
+                                  f"{offered})", {"field": "gpus"})
+        if int(count) > have:
+            raise ValidationError(f"gpus {request.gpus} exceeds partition {part.name}'s {have} "
+                                  "GPUs per node", {"field": "gpus"})
+    return part

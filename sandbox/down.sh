@@ -15,9 +15,13 @@ if [ -f /run/slurm/slurmctld.pid ] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 
     [ -z "$(squeue -h -u "$SANDBOX_USER,$MFA_USER" 2>/dev/null)" ] && break; sleep 0.25
   done
 fi
-stop_pid /run/slurm/slurmd.pid slurmd
+for pidfile in /run/slurm/slurmd-*.pid /run/slurm/slurmd.pid; do
+  stop_pid "$pidfile" "slurmd ($(basename "$pidfile" .pid))"
+done
 stop_pid /run/slurm/slurmctld.pid slurmctld
 [ "${1:-}" = "--slurm-only" ] && exit 0
+stop_pid /run/slurm/slurmdbd.pid slurmdbd
+stop_pid /run/mysqld/mysqld.pid "MariaDB"
 stop_pid /run/munge/munged.pid munged
 stop_pid "$SB/sshd.pid" sshd
 stop_pid "$SB/sshd-jump.pid" "sshd (jump host)"

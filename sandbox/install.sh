@@ -11,7 +11,7 @@ SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 MFA_USER=${SANDBOX_MFA_USER:-mfauser}
 APT_PACKAGES=(openssh-server openssh-client slurmctld slurmd slurm-client munge libkrb5-dev
               python3 python3-venv procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core
-              libpam-google-authenticator oathtool)
+              libpam-google-authenticator oathtool mariadb-server slurmdbd)
 
 log() { printf '[sandbox-install] %s\n' "$*"; }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the sandbox cluster (idempotent), as root: OpenSSH sshd on 127.0.0.1:2222 as the login
 # node (and on 127.0.0.2:2222 as a jump host), two MFA login nodes (127.0.0.1:2223 password + TOTP,
-# :2224 key + TOTP), munge + a single-node SLURM, and writes .sandbox/jupyter_server_config.py
+# :2224 key + TOTP), munge + a single-node SLURM (16 CPUs, 2 GPUs; partitions debug, gpu, long), and writes .sandbox/jupyter_server_config.py
 # naming the clusters gemini and apollo (keys), mfa and mfakey, all with the host key pinned.
 # sandbox/install.sh must have run.
 set -euo pipefail
@@ -21,6 +21,7 @@ MFA_USER=${SANDBOX_MFA_USER:-mfauser}
 MFA_PORT=${SANDBOX_MFA_PORT:-2223}
 MFAKEY_PORT=${SANDBOX_MFAKEY_PORT:-2224}
 NODE=$(hostname -s)
+GPU_NODE=${NODE}-gpu
 
 log() { printf '[sandbox-up] %s\n' "$*"; }
 . sandbox/lib.sh
@@ -161,8 +162,66 @@ if ! alive /run/munge/munged.pid; then
   for _ in $(seq 1 50); do alive /run/munge/munged.pid && break; sleep 0.1; done
 fi
 
-# --- SLURM ----------------------------------------------------------------------------------------
+# --- SLURM's accounting: MariaDB and slurmdbd --------------------------------------------------
+# Accounts and QOS are real: sacctmgr lists a user's, and sbatch refuses others
+# (AccountingStorageEnforce). MariaDB listens on 127.0.0.1 and its socket only.
 mkdir -p /etc/slurm /run/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
+install -d -o mysql -g mysql /run/mysqld
+if ! alive /run/mysqld/mysqld.pid; then
+  log "starting MariaDB (SLURM's accounting database)"
+  runuser -u mysql -- /usr/sbin/mariadbd --pid-file=/run/mysqld/mysqld.pid \
+    --bind-address=127.0.0.1 --log-error=/var/log/slurm/mariadb.log >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do mariadb -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+  mariadb -e 'select 1' >/dev/null || { echo "MariaDB did not start; see /var/log/slurm/mariadb.log" >&2; exit 1; }
+fi
+[ -s "$SB/slurmdbd_password" ] || { head -c 18 /dev/urandom | base64 | tr -d '/+=\n' > "$SB/slurmdbd_password"; }
+chmod 600 "$SB/slurmdbd_password"
+dbpass=$(cat "$SB/slurmdbd_password")
+mariadb <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$dbpass';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$dbpass';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+SQL
+dbd_conf=$(cat <<CONF
+# Written by jupyter-hpc-manager's sandbox/up.sh.
+AuthType=auth/munge
+DbdAddr=127.0.0.1
+DbdHost=localhost
+DbdPort=6819
+SlurmUser=root
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurm/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageLoc=slurm_acct_db
+StorageUser=slurm
+StoragePass=$dbpass
+CONF
+)
+if [ "$(cat /etc/slurm/slurmdbd.conf 2>/dev/null)" != "$dbd_conf" ]; then
+  printf '%s\n' "$dbd_conf" > /etc/slurm/slurmdbd.conf
+  stop_pid /run/slurm/slurmdbd.pid slurmdbd
+fi
+chmod 600 /etc/slurm/slurmdbd.conf
+if ! alive /run/slurm/slurmdbd.pid; then
+  log "starting slurmdbd"
+  /usr/sbin/slurmdbd
+  for _ in $(seq 1 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+# The cluster, two accounts, a QOS, and every sandbox user in both accounts.
+sacctmgr -i -Q add cluster sandbox >/dev/null 2>&1 || true
+sacctmgr -i -Q add account proj-a,proj-b cluster=sandbox \
+  description="sandbox project" organization=sandbox >/dev/null 2>&1 || true
+sacctmgr -i -Q add qos interactive >/dev/null 2>&1 || true
+for u in root "$SANDBOX_USER" "$MFA_USER" $HUB_USERS; do
+  sacctmgr -i -Q add user "$u" account=proj-a,proj-b defaultaccount=proj-a cluster=sandbox \
+    >/dev/null 2>&1 || true
+  sacctmgr -i -Q modify user "$u" set qos=normal,interactive defaultqos=normal >/dev/null 2>&1 \
+    || true
+done
+
+# --- SLURM ----------------------------------------------------------------------------------------
 conf=$(cat <<CONF
 # Written by jupyter-hpc-manager's sandbox/up.sh: a single-node cluster for tests and the demo.
 ClusterName=sandbox
@@ -170,11 +229,11 @@ SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 StateSaveLocation=/var/lib/slurm/slurmctld
-SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmdSpoolDir=/var/lib/slurm/slurmd/%n
 SlurmctldPidFile=/run/slurm/slurmctld.pid
-SlurmdPidFile=/run/slurm/slurmd.pid
+SlurmdPidFile=/run/slurm/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -185,17 +244,37 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.log
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+AccountingStorageEnforce=associations,limits,qos
 JobAcctGatherType=jobacct_gather/none
 KillWait=5
-SchedulerParameters=sched_interval=2
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=200000 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# The backfill scheduler estimates when pending jobs start (squeue %S); every 5 s here.
+SchedulerParameters=sched_interval=2,bf_interval=5
+# Two nodes on this one machine, each its own slurmd on its own loopback address and port: the
+# CPU node, and a GPU node with two GPUs. SLURM drops GPUs without device files, so gres.conf
+# names two stand-ins (character devices like /dev/null): SLURM allocates and accounts them like
+# real ones (CUDA_VISIBLE_DEVICES, squeue, sinfo); nothing in the sandbox computes on them.
+GresTypes=gpu
+NodeName=$NODE NodeAddr=127.0.0.1 Port=6818 CPUs=16 RealMemory=200000 State=UNKNOWN
+NodeName=$GPU_NODE NodeHostname=$NODE NodeAddr=127.0.0.3 Port=6820 CPUs=16 RealMemory=200000 Gres=gpu:tesla:2 State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=12:00:00 State=UP
+PartitionName=gpu Nodes=$GPU_NODE MaxTime=1-00:00:00 State=UP
+PartitionName=long Nodes=$NODE MaxTime=2-00:00:00 State=UP
 CONF
 )
+gpu_dir=/var/lib/slurm/sandbox-gpus
+mkdir -p "$gpu_dir"
+for i in 0 1; do [ -c "$gpu_dir/gpu$i" ] || mknod -m 666 "$gpu_dir/gpu$i" c 1 3; done
+gres="NodeName=$GPU_NODE Name=gpu Type=tesla File=$gpu_dir/gpu[0-1]"
 restart=0
 if [ "$(cat /etc/slurm/slurm.conf 2>/dev/null)" != "$conf" ]; then
   printf '%s\n' "$conf" > /etc/slurm/slurm.conf
+  restart=1
+fi
+if [ "$(cat /etc/slurm/gres.conf 2>/dev/null)" != "$gres" ]; then
+  printf '%s\n' "$gres" > /etc/slurm/gres.conf
   restart=1
 fi
 if [ "$restart" = 1 ] && alive /run/slurm/slurmctld.pid; then
@@ -207,23 +286,28 @@ if ! alive /run/slurm/slurmctld.pid; then
   /usr/sbin/slurmctld
 fi
 touch /var/log/slurm/jobcomp.log; chmod 666 /var/log/slurm/jobcomp.log
-if ! alive /run/slurm/slurmd.pid; then
-  log "starting slurmd"
-  /usr/sbin/slurmd
-fi
-state=
-for _ in $(seq 1 60); do
-  state=$(sinfo -h -n "$NODE" -o '%t' 2>/dev/null || true)
-  case "$state" in
-    idle*|mix*|alloc*) break ;;
-    down*|drain*|drng*) scontrol update nodename="$NODE" state=resume 2>/dev/null || true ;;
-  esac
-  sleep 0.5
+for n in "$NODE" "$GPU_NODE"; do
+  mkdir -p "/var/lib/slurm/slurmd/$n"
+  if ! alive "/run/slurm/slurmd-$n.pid"; then
+    log "starting slurmd for node $n"
+    /usr/sbin/slurmd -N "$n"
+  fi
 done
-case "$state" in
-  idle*|mix*|alloc*) log "SLURM node $NODE is $state" ;;
-  *) echo "SLURM node $NODE did not come up (state '$state'); see /var/log/slurm/" >&2; exit 1 ;;
-esac
+for n in "$NODE" "$GPU_NODE"; do
+  state=
+  for _ in $(seq 1 60); do
+    state=$(sinfo -h -n "$n" -o '%t' 2>/dev/null || true)
+    case "$state" in
+      idle*|mix*|alloc*) break ;;
+      down*|drain*|drng*|inval*) scontrol update nodename="$n" state=resume 2>/dev/null || true ;;
+    esac
+    sleep 0.5
+  done
+  case "$state" in
+    idle*|mix*|alloc*) log "SLURM node $n is $state" ;;
+    *) echo "SLURM node $n did not come up (state '$state'); see /var/log/slurm/" >&2; exit 1 ;;
+  esac
+done
 
 # --- the Jupyter configuration for the sandbox ---------------------------------------------------
 cluster_config "$SB/jupyter_server_config.py" \

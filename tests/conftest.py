@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 import jupyter_process
+from jupyter_process import MFA_USER, squeue_of
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -73,10 +74,10 @@ class StepClock:
 
 
 def step_clock(manager) -> StepClock:
-    """Give every cluster's status cache a clock the test moves."""
+    """Give every cluster's status caches (squeue's and sinfo's) a clock the test moves."""
     clock = StepClock()
     for cluster in manager.clusters.values():
-        cluster.status.clock = clock
+        cluster.status.clock = cluster.offer.clock = clock
     return clock
 
 
@@ -86,6 +87,23 @@ def clean_slurm():
     jupyter_process.cancel_all_jobs()
     yield
     jupyter_process.cancel_all_jobs()
+
+
+@pytest.fixture
+def filled_node(clean_slurm):
+    """Another user's job holds every CPU of the node for ten minutes: a launch meanwhile is
+    pending, with SLURM's reason ("Resources") and, soon, its estimated start."""
+    out = subprocess.run(
+        ["runuser", "-u", MFA_USER, "--", "sbatch", "--parsable", "--job-name=filler",
+         "--cpus-per-task=16", "--mem=1G", "--time=00:10:00", "--partition=debug",
+         "--output=/dev/null", "--wrap=sleep 600"],
+        capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    for _ in range(60):
+        if squeue_of(out, "%T") == "RUNNING":
+            break
+        time.sleep(0.5)
+    yield out
+    subprocess.run(["scancel", out], check=False)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +132,9 @@ def cluster_settings(sandbox_cluster: dict, counting_squeue: pathlib.Path,
     return {
         "gemini": dict(good, job_name="test-hpc-gemini"),
         "apollo": dict(good, job_name="test-hpc-apollo"),
-        "broken": dict(good, job_name="test-hpc-broken", partition="nosuchpartition"),
+        # sbatch refuses its jobs (a feature no node has; nothing we check before submitting).
+        "broken": dict(good, job_name="test-hpc-broken",
+                       extra_sbatch_args=["--constraint=nosuchfeature"]),
         "dies": dict(good, job_name="test-hpc-dies",
                      prologue="echo 'module load: no such module code-server' >&2\nexit 3"),
         "offline": dict(good, port=2299, job_name="test-hpc-offline"),

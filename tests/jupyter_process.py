@@ -38,6 +38,12 @@ def slurm_jobs(user: str = SANDBOX_USER) -> list[dict]:
             for line in out.splitlines() if line.strip()]
 
 
+def squeue_of(job_id: str, fmt: str) -> str:
+    """A field of a job as SLURM lists it (asked directly, not through our code)."""
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def cancel_all_jobs() -> None:
     users = (SANDBOX_USER, MFA_USER)
     for user in users:

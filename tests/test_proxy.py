@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import subprocess
 import tracemalloc
 import urllib.parse
 
@@ -16,7 +17,8 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_process import slurm_jobs
+import jupyter_process
+from jupyter_process import home_file, slurm_jobs
 
 WORKBENCH_JS = pathlib.Path(
     "/opt/jupyter-hpc-sandbox/code-server/lib/node_modules/code-server/lib/vscode/out/vs/code/"
@@ -240,6 +242,37 @@ async def test_the_workbench_comes_from_code_server_streamed_not_buffered(ide, l
     assert received == WORKBENCH_JS.stat().st_size > 15_000_000
     # Streamed in pieces: the server never held the 19 MB script (nor did this client).
     assert peak < 6_000_000, peak
+
+
+async def test_a_web_app_on_the_node_is_reached_through_vs_codes_port_proxy(
+        ide, launched, jp_base_url):
+    """The job tells code-server where its port proxy is reached from the browser
+    (VSCODE_PROXY_URI, for the Ports view); a small HTTP server the user starts on the node
+    answers there, through this server's proxy and code-server's /proxy/<port>/."""
+    await launched("gemini")
+    port = jupyter_process.free_port()
+    home_file("hpcuser", f"webapp-{port}/hello.txt", "hello from the node\n")
+    app = subprocess.Popen(
+        ["runuser", "-u", "hpcuser", "--", "python3", "-m", "http.server", str(port),
+         "--bind", "127.0.0.1", "--directory", f"/home/hpcuser/webapp-{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            r = await ide("gemini", "code", "proxy", str(port), "hello.txt")
+            if r.code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert (r.code, r.body) == (200, b"hello from the node\n")
+        # What code-server was given (its process environment, read as root).
+        pids = subprocess.run(["pgrep", "-u", "hpcuser", "-f", "code-server.*--bind-addr"],
+                              capture_output=True, text=True).stdout.split()
+        environs = [pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                    for pid in pids]
+        wanted = f"VSCODE_PROXY_URI={jp_base_url}hpc/gemini/code/proxy/{{{{port}}}}/".encode()
+        assert any(wanted in env for env in environs), environs
+    finally:
+        app.terminate()
+        app.wait(10)
 
 
 async def test_requests_share_kept_alive_connections_and_bodies_arrive_intact(

@@ -39,7 +39,7 @@ def live_schema() -> schemathesis.BaseSchema:
                    "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "500",
                                                                 "502"]}},
         "operations": [
-            {"include-path-regex": "^/(launch|switch/)",
+            {"include-path-regex": "^/(launch|check-launch|switch/)",
              "checks": {"positive_data_acceptance": {
                  "expected-statuses": ["2xx", "400", "401", "403", "404", "429", "5xx"]}}},
             # A well-formed answer to an attempt that is not under way is the contract's 401;

@@ -38,6 +38,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
         };
         apply();
         settings.changed.connect(apply);
+        panel.onLaunched = (hpc, values) => {
+          const last = { ...panel.settings.lastLaunch, [hpc]: values };
+          void settings.set('lastLaunch', last as any);
+        };
       });
     }
 

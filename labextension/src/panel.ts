@@ -11,9 +11,11 @@ import {
   ISettings,
   IStatus,
   IStatusConfig,
+  LaunchValues,
   STATUS_KEYS
 } from './tokens';
-import { checkCpus, checkMem, checkTime, formatDuration } from './validate';
+import { LaunchForm } from './form';
+import { formatDuration, formatEstimate } from './format';
 
 type Progress = 'submitted' | 'pending' | 'running' | 'ready';
 const PROGRESS: Progress[] = ['submitted', 'pending', 'running', 'ready'];
@@ -23,8 +25,9 @@ interface ICard {
   hpc: string;
   entry: IClusterEntry | null;
   fetchedAt: number; // ms, when entry.timeLeftSeconds was true
-  form: { cpus: HTMLInputElement; mem: HTMLInputElement; time: HTMLInputElement } | null;
+  form: LaunchForm | null;
   progress: Progress | null;
+  problem: string | null; // what the server finds wrong with the form now
   busy: boolean;
   warned: boolean;
 }
@@ -44,26 +47,9 @@ function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-/** SLURM's pending reasons, in words (the code stays, for the admins). */
-const REASONS: Record<string, string> = {
-  Resources: 'waiting for free nodes',
-  Priority: 'other jobs are ahead in the queue',
-  PartitionConfig: 'the request exceeds what the partition allows',
-  ReqNodeNotAvail: 'the nodes it needs are unavailable (maintenance?)',
-  Dependency: 'waiting for another job',
-  JobHeldUser: 'held by you',
-  JobHeldAdmin: 'held by an administrator',
-  BeginTime: 'waiting for its start time',
-  QOSMaxCpuPerUserLimit: 'your CPU limit is reached by other jobs',
-  AssocGrpCpuLimit: 'your group CPU limit is reached'
-};
-
-export function explainReason(reason: string | null | undefined): string | null {
-  if (!reason) {
-    return null;
-  }
-  const words = REASONS[reason];
-  return words ? `${reason}: ${words}` : reason;
+/** A pending job's reason: the server's words for it, else SLURM's code. */
+export function explainReason(entry: { reason?: string | null; reasonText?: string | null }) {
+  return entry.reasonText ?? entry.reason ?? null;
 }
 
 function message(error: unknown): string {
@@ -94,6 +80,9 @@ export class HPCPanel extends Widget {
   }
 
   settings: ISettings = { ...DEFAULT_SETTINGS };
+
+  /** A launch that ran: what it asked for (kept as "same as last time"). */
+  onLaunched: ((hpc: string, values: LaunchValues) => void) | null = null;
 
   get config(): IStatusConfig | null {
     return this._config;
@@ -143,22 +132,19 @@ export class HPCPanel extends Widget {
     this._schedule();
   }
 
-  /** Launch (or reconnect) on a cluster with the card's form values; resolves to the reply. */
-  async launch(hpc: string, values?: Partial<Record<'cpus' | 'mem' | 'time', string>>) {
+  /** Launch (or reconnect) on a cluster with the card's form values (checked by the server
+   * first, nothing submitted while a value is refused); resolves to the reply. */
+  async launch(hpc: string, values?: LaunchValues) {
     const card = this._card(hpc);
-    const config = this._config;
     const form = card.form;
-    const body = {
-      hpc,
-      cpus: values?.cpus ?? form?.cpus.value ?? config?.defaultCpus ?? '2',
-      mem: values?.mem ?? form?.mem.value ?? config?.defaultMem ?? '40G',
-      time: values?.time ?? form?.time.value ?? config?.defaultTime ?? '12:00:00'
-    };
-    const problem =
-      checkCpus(body.cpus, config?.maxCpus ?? 128) || checkMem(body.mem) || checkTime(body.time);
-    if (problem) {
-      Notification.error(`Launch on ${hpc}: ${problem}`, { autoClose: 8000 });
-      return null;
+    const asked: LaunchValues = values ?? form?.values() ?? {};
+    const body = { hpc, ...asked };
+    if (!values && form) {
+      const problem = await form.check();
+      if (problem) {
+        Notification.error(`Launch on ${hpc}: ${problem}`, { autoClose: 8000 });
+        return null;
+      }
     }
     card.busy = true;
     this._setProgress(card, 'submitted');
@@ -168,12 +154,20 @@ export class HPCPanel extends Widget {
       const reply = await post<ILaunchReply>('launch', body);
       if (reply.status === 'pending') {
         this._setProgress(card, 'pending');
-        const why = explainReason(reply.reason);
+        const why = explainReason(reply);
         Notification.info(`Job ${reply.jobId} on ${hpc} is queued${why ? ` (${why})` : ''}.`, {
           autoClose: 8000
         });
       } else {
         this._setProgress(card, 'ready');
+        if (Object.keys(asked).length) {
+          // "Same as last time" offers this from now on (the form is made anew when the card
+          // next shows it).
+          this.settings.lastLaunch = { ...this.settings.lastLaunch, [hpc]: asked };
+          this.onLaunched?.(hpc, asked);
+          card.form?.dispose();
+          card.form = null;
+        }
         // The steps have been seen; the card goes back to showing the session.
         window.setTimeout(() => {
           if (card.progress === 'ready') {
@@ -352,6 +346,13 @@ export class HPCPanel extends Widget {
 
   private _tick(): void {
     for (const card of this._cards.values()) {
+      const estimate = card.entry?.estimatedStart;
+      if (card.entry?.status === 'pending' && estimate) {
+        const node = card.root.querySelector('.jp-HPCPanel-estimate');
+        if (node) {
+          node.textContent = formatEstimate(estimate);
+        }
+      }
       if (card.entry?.status !== 'running') {
         continue;
       }
@@ -384,6 +385,7 @@ export class HPCPanel extends Widget {
         fetchedAt: 0,
         form: null,
         progress: null,
+        problem: null,
         busy: false,
         warned: false
       };
@@ -421,8 +423,11 @@ export class HPCPanel extends Widget {
       };
       add('Job', entry.jobId, 'jp-HPCPanel-jobId');
       add('Node', entry.node, 'jp-HPCPanel-node');
+      add('Partition', entry.partition, 'jp-HPCPanel-partition');
       add('CPUs', entry.cpus);
+      add('GPUs', entry.gpus, 'jp-HPCPanel-gpus');
       add('Memory', entry.memory);
+      add('Account', entry.account);
       if (entry.status === 'running') {
         const left = this._secondsLeft(card);
         add(
@@ -432,7 +437,10 @@ export class HPCPanel extends Widget {
         );
       } else {
         add('Time limit', entry.timeLimit);
-        add('Waiting', explainReason(entry.reason), 'jp-HPCPanel-reason');
+        add('Waiting', explainReason(entry), 'jp-HPCPanel-reason');
+        if (entry.estimatedStart) {
+          add('Starts', formatEstimate(entry.estimatedStart), 'jp-HPCPanel-estimate');
+        }
       }
       root.appendChild(facts);
     }
@@ -469,13 +477,13 @@ export class HPCPanel extends Widget {
     } else if (entry?.status === 'pending') {
       button('Stop', () => void this.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
     } else if (entry?.status === 'idle' || entry?.status === 'unknown' || !entry) {
-      root.appendChild(this._form(card));
+      root.appendChild(this._form(card).node);
       const launch = button(
         'Launch',
         () => void this.launch(hpc),
         'jp-mod-accept jp-HPCPanel-launch'
       );
-      launch.disabled = card.busy || this._formProblem(card) !== null;
+      launch.disabled = card.busy || card.problem !== null;
     }
     if (entry?.login === 'connected') {
       const out = button('Log out', () => void this.logout(hpc), 'jp-HPCPanel-logout');
@@ -498,71 +506,33 @@ export class HPCPanel extends Widget {
     return list;
   }
 
-  private _form(card: ICard): HTMLElement {
-    const config = this._config;
-    const form = el('form', 'jp-HPCPanel-form');
-    form.onsubmit = event => {
-      event.preventDefault();
-      if (this._formProblem(card) === null) {
-        void this.launch(card.hpc);
-      }
-    };
-    const field = (name: 'cpus' | 'mem' | 'time', label: string, value: string) => {
-      const wrap = el('label', 'jp-HPCPanel-field');
-      wrap.appendChild(el('span', '', label));
-      const input = el('input', 'jp-mod-styled');
-      input.name = name;
-      input.value = card.form?.[name].value ?? value;
-      input.disabled = card.busy;
-      input.oninput = () => this._check(card);
-      wrap.appendChild(input);
-      form.appendChild(wrap);
-      return input;
-    };
-    card.form = {
-      cpus: field('cpus', 'CPUs', config?.defaultCpus ?? '2'),
-      mem: field('mem', 'Memory', config?.defaultMem ?? '40G'),
-      time: field('time', 'Time', config?.defaultTime ?? '12:00:00')
-    };
-    const problem = el('p', 'jp-HPCPanel-formError');
-    form.appendChild(problem);
-    const submit = el('button');
-    submit.type = 'submit';
-    submit.hidden = true;
-    form.appendChild(submit);
-    window.setTimeout(() => this._check(card));
-    return form;
-  }
-
-  private _formProblem(card: ICard): string | null {
-    const f = card.form;
-    if (!f) {
-      return null;
+  /** The card's launch form, made once (it keeps what the user typed across renders). */
+  private _form(card: ICard): LaunchForm {
+    if (!card.form) {
+      const config = this._config;
+      card.form = new LaunchForm(
+        card.hpc,
+        {
+          cpus: config?.defaultCpus ?? '2',
+          mem: config?.defaultMem ?? '40G',
+          time: config?.defaultTime ?? '12:00:00'
+        },
+        config?.clusterOptions?.[card.hpc] ?? null,
+        this.settings.lastLaunch?.[card.hpc] ?? null,
+        problem => {
+          card.problem = problem;
+          const launch = card.root.querySelector<HTMLButtonElement>('.jp-HPCPanel-launch');
+          if (launch) {
+            launch.disabled = card.busy || problem !== null;
+          }
+        },
+        () => void this.launch(card.hpc)
+      );
     }
-    return (
-      checkCpus(f.cpus.value.trim(), this._config?.maxCpus ?? 128) ||
-      checkMem(f.mem.value.trim()) ||
-      checkTime(f.time.value.trim())
-    );
-  }
-
-  private _check(card: ICard): void {
-    const problem = this._formProblem(card);
-    const f = card.form;
-    if (f) {
-      const max = this._config?.maxCpus ?? 128;
-      f.cpus.toggleAttribute('aria-invalid', checkCpus(f.cpus.value.trim(), max) !== null);
-      f.mem.toggleAttribute('aria-invalid', checkMem(f.mem.value.trim()) !== null);
-      f.time.toggleAttribute('aria-invalid', checkTime(f.time.value.trim()) !== null);
-    }
-    const text = card.root.querySelector('.jp-HPCPanel-formError');
-    if (text) {
-      text.textContent = problem ?? '';
-    }
-    const launch = card.root.querySelector<HTMLButtonElement>('.jp-HPCPanel-launch');
-    if (launch) {
-      launch.disabled = card.busy || problem !== null;
-    }
+    card.form.node
+      .querySelectorAll<HTMLInputElement>('input, select')
+      .forEach(input => (input.disabled = card.busy));
+    return card.form;
   }
 
   private _config: IStatusConfig | null = null;

@@ -24,9 +24,20 @@ export async function requestAPI<T>(endPoint: string, init: RequestInit = {}): P
     }
   }
   if (!response.ok) {
-    throw new ServerConnection.ResponseError(response, data?.message || data?.error || text);
+    throw new APIError(response, data?.message || data?.error || text, data?.details ?? {});
   }
   return data as T;
+}
+
+/** A non-2xx answer, with the contract's error details (type, field, ...). */
+export class APIError extends ServerConnection.ResponseError {
+  constructor(
+    response: Response,
+    message: string,
+    readonly details: Record<string, any>
+  ) {
+    super(response, message);
+  }
 }
 
 export function post<T>(endPoint: string, body: unknown = {}): Promise<T> {

@@ -32,7 +32,43 @@ export interface IClusterEntry {
   url?: string;
   /** Only for a cluster that asks for a password or code: log in first, or logged in. */
   login?: 'required' | 'connected';
+  /** What the job asked, besides CPUs and memory. */
+  partition?: string;
+  gpus?: string;
+  account?: string;
+  qos?: string;
+  /** A pending job: its reason in words, and when SLURM expects it to start (ISO). */
+  reasonText?: string | null;
+  estimatedStart?: string | null;
 }
+
+export interface IPartition {
+  name: string;
+  default: boolean;
+  maxTime: string | null;
+  maxTimeSeconds: number | null;
+  maxCpusPerNode: number;
+  maxMemPerNode: string;
+  maxMemPerNodeMb: number;
+  gpus: Record<string, number>;
+  state: string;
+}
+
+/** What a cluster offers a launch (status config.clusterOptions). */
+export interface IClusterOptions {
+  partitions: IPartition[] | null;
+  partitionsError?: string;
+  accounts: string[] | null;
+  qos: string[] | null;
+  presets: Record<string, Record<string, string>>;
+  defaultPartition: string | null;
+  defaultAccount: string | null;
+  defaultQos: string | null;
+}
+
+export type LaunchField =
+  'cpus' | 'mem' | 'time' | 'partition' | 'gpus' | 'account' | 'qos' | 'workdir';
+export type LaunchValues = Partial<Record<LaunchField, string>>;
 
 export interface ILoginPrompt {
   status: 'prompt';
@@ -62,18 +98,12 @@ export interface IStatusConfig {
   defaultTime: string;
   maxCpus: number;
   clusters: string[];
+  clusterOptions?: Record<string, IClusterOptions>;
 }
 
 export interface IStatus {
   activeHpc: string | null;
   config: IStatusConfig;
-}
-
-export interface ILaunchRequest {
-  hpc: string;
-  cpus: string;
-  mem: string;
-  time: string;
 }
 
 export interface ILaunchReply {
@@ -89,12 +119,15 @@ export interface ISettings {
   warnMinutesLeft: number;
   pollSeconds: number;
   pendingPollSeconds: number;
+  /** Per cluster, the fields of the user's last launch that ran ("same as last time"). */
+  lastLaunch: Record<string, LaunchValues>;
 }
 
 export const DEFAULT_SETTINGS: ISettings = {
   warnMinutesLeft: 15,
   pollSeconds: 30,
-  pendingPollSeconds: 5
+  pendingPollSeconds: 5,
+  lastLaunch: {}
 };
 
 /** Keys of cluster-status that are not clusters. */

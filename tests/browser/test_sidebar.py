@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import subprocess
 import time
 import uuid
 
@@ -151,7 +152,7 @@ def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
         os.unlink(marker)
 
 
-def test_pending_warnings_palette_and_launcher(browser, lab, artifacts):
+def test_pending_warnings_palette_and_launcher(browser, lab, artifacts, filled_node):
     page = open_panel(browser, lab)
     try:
         wait_badge(page, "idle")
@@ -159,18 +160,29 @@ def test_pending_warnings_palette_and_launcher(browser, lab, artifacts):
         page.locator(".jp-LauncherCard", has_text="VS Code on gemini").wait_for(timeout=LOAD)
         page.locator(".jp-LauncherCard", has_text="VS Code on apollo").wait_for()
 
-        # More CPUs than the node has: SLURM keeps the job pending, the panel says why.
+        # Another user's job fills the node: SLURM keeps ours pending, the panel says why and
+        # when SLURM expects it to start, counting down.
         form = card(page).locator("form")
-        form.locator("input[name=cpus]").fill("64")
+        form.locator("input[name=cpus]").fill("4")
         form.locator("input[name=mem]").fill("1G")
+        time.sleep(0.5)  # (the form's check runs a moment after typing stops)
         card(page).get_by_role("button", name="Launch").click()
         wait_badge(page, "pending")
-        card(page).locator(".jp-HPCPanel-reason").wait_for(timeout=60_000)
+        card(page).locator(".jp-HPCPanel-reason", has_text="Resources: waiting for free nodes"
+                           ).wait_for(timeout=60_000)
+        estimate = card(page).locator(".jp-HPCPanel-estimate")
+        estimate.wait_for(timeout=60_000)
+        first = estimate.text_content()
+        assert first.startswith("in 00:"), first
+        page.wait_for_function(
+            "(t) => document.querySelector('.jp-HPCPanel-card[data-hpc=gemini] "
+            ".jp-HPCPanel-estimate')?.textContent !== t", arg=first, timeout=5000)  # it ticks
         page.screenshot(path=artifacts / "panel-pending.png")
         card(page).get_by_role("button", name="Stop").click()
         page.locator(".jp-Dialog").get_by_role("button", name="Stop").click()
         wait_badge(page, "idle")
         assert slurm_jobs() == []
+        subprocess.run(["scancel", filled_node], check=True)
 
         # Less time than the warning threshold (15 minutes): a warning at once.
         form = card(page, "apollo").locator("form")

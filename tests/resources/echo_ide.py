@@ -10,7 +10,7 @@ other path needs the cookie (401 without it) and:
   /redirect-abs, /redirect-rel, /redirect-ext   redirects of each kind
   /set-cookie                                   sets a cookie and tries to set the session cookie
   /expire    forgets every session (the next request gets 401)
-  /whoami    the SLURM job id and port of this server
+  /whoami    the SLURM job id and port of this server, the folder it opens, its environment
   /csp       a page with a Content-Security-Policy of its own
   /ws        a websocket that echoes every message (text or binary), subprotocols answered;
              /ws?answers=2 answers each message with two frames, 1 ms apart (a terminal's echo,
@@ -130,7 +130,14 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"<p>framed</p>", ctype="text/html",
                               headers={"Content-Security-Policy": "default-src 'self'"})
         if url.path == "/whoami":
-            info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1]}
+            info = {"jobId": os.environ.get("SLURM_JOB_ID"), "port": self.server.server_address[1],
+                    # The folder it was asked to open (code-server's last argument), and what
+                    # the job gave its environment.
+                    "folder": sys.argv[-1], "cwd": os.getcwd(),
+                    "env": {k: os.environ.get(k) for k in (
+                        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                        "VSCODE_PROXY_URI", "SLURM_JOB_PARTITION", "SLURM_JOB_GPUS",
+                        "CUDA_VISIBLE_DEVICES")}}
             return self._send(200, json.dumps(info).encode(), ctype="application/json")
         return self._send(404, b"not found")
 

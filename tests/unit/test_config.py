@@ -109,3 +109,19 @@ def test_login_timeout_must_be_positive():
     assert make().login_timeout == 120.0
     with pytest.raises(TraitError, match="login_timeout"):
         make(login_timeout=0)
+
+
+def test_presets_are_checked_at_start_up():
+    m = make(clusters={"g": {"host": "h", "qos": "normal", "presets": {
+        "gpu-small": {"partition": "gpu", "gpus": "1", "cpus": "8", "mem": "64G",
+                      "time": "04:00:00"}}}})
+    assert m.clusters["g"].presets["gpu-small"]["gpus"] == "1"
+    assert m.clusters["g"].qos == "normal"
+    for presets, message in (
+            ({"x": {"nodes": "2"}}, "unknown field"),
+            ({"x": {"mem": "lots"}}, "Invalid memory value"),
+            ({"x": {"gpus": "many"}}, "Invalid gpus value"),
+            ({"x": "gpu"}, "must be a dict"),
+            ({"bad/name": {}}, "preset name")):
+        with pytest.raises(TraitError, match=message):
+            make(clusters={"g": {"host": "h", "presets": presets}})

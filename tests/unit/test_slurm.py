@@ -60,9 +60,10 @@ def test_round_trip_durations():
         assert slurm.parse_duration(slurm.format_duration(s)) == s
 
 
-RUNNING = ("28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|"
-           "hpc-code-gemini|None")
-PENDING = "12|PENDING||12:00:00|12:00:00|64|40G|N/A|hpc-code-gemini|PartitionConfig"
+RUNNING = ("28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|gpu|"
+           "gres:gpu:a100:1|proj-a|normal|hpc-code-gemini|None")
+PENDING = ("12|PENDING||12:00:00|12:00:00|64|40G|2026-12-01T10:00:00|debug|N/A|proj-b|"
+           "interactive|hpc-code-gemini|PartitionConfig")
 
 
 def test_parse_running_line():
@@ -75,36 +76,50 @@ def test_parse_running_line():
     assert (job.cpus, job.memory) == ("2", "40G")
     assert job.start_time == "2025-12-30T23:28:20"
     assert job.reason is None
+    assert (job.partition, job.gpus, job.account, job.qos) == ("gpu", "a100:1", "proj-a",
+                                                               "normal")
 
 
 def test_parse_pending_line_has_no_node_and_a_reason():
     job = slurm.parse_squeue_line(PENDING)
     assert job.state is JobState.PENDING
     assert job.node is None  # empty node field
-    assert job.start_time is None  # N/A
+    assert job.start_time is None  # (not started)
+    assert job.estimated_start == "2026-12-01T10:00:00"  # SLURM's estimate
     assert job.reason == "PartitionConfig"
+    assert (job.partition, job.gpus, job.qos) == ("debug", None, "interactive")
+
+
+@pytest.mark.parametrize("tres, gpus", [
+    ("N/A", None), ("gres:gpu:2", "2"), ("gres/gpu:a100:1", "a100:1"), ("gpu:3", "3"),
+    ("gres:shard:4,gres:gpu:1", "1"), ("gres:gpu", "1"), ("", None),
+])
+def test_gpus_asked_from_squeue(tres, gpus):
+    assert slurm.gpus_of(tres) == gpus
 
 
 def test_completing_job_is_idle_and_not_picked():
-    line = "7|COMPLETING|vm|0:00|5:00|1|1G|2026-11-26T14:36:52|hpc-code-gemini|None"
+    line = ("7|COMPLETING|vm|0:00|5:00|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|"
+            "hpc-code-gemini|None")
     job = slurm.parse_squeue_line(line)
     assert job.state is JobState.IDLE
     assert slurm.pick_job([job], "hpc-code-gemini") is None
 
 
 def test_time_left_invalid_at_the_limit_means_zero():
-    line = "8|RUNNING|vm|INVALID|1:00|1|1G|2026-11-26T14:36:52|n|None"
+    line = "8|RUNNING|vm|INVALID|1:00|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n|None"
     assert slurm.parse_squeue_line(line).time_left_seconds == 0
 
 
 def test_unlimited_job():
-    line = "9|RUNNING|vm|UNLIMITED|UNLIMITED|1|1G|2026-11-26T14:36:52|n|None"
+    line = "9|RUNNING|vm|UNLIMITED|UNLIMITED|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n|None"
     job = slurm.parse_squeue_line(line)
     assert job.time_left_seconds is None and job.time_limit_seconds is None
 
 
 def test_reason_may_hold_the_delimiter():
-    job = slurm.parse_squeue_line("5|PENDING||1:00|1:00|1|1G|N/A|n|odd|reason")
+    job = slurm.parse_squeue_line(
+        "5|PENDING||1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|n|odd|reason")
     assert job.reason == "odd|reason"
 
 
@@ -112,9 +127,9 @@ def test_reason_may_hold_the_delimiter():
     "line",
     [
         "1|RUNNING|vm|4:56",  # too few fields
-        "x1|RUNNING|vm|4:56|5:00|1|1G|N/A|n|None",  # job id not a number
-        "1|WEIRDSTATE|vm|4:56|5:00|1|1G|N/A|n|None",  # a state we do not know
-        "1|RUNNING|vm|soon|5:00|1|1G|N/A|n|None",  # not a duration
+        "x1|RUNNING|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # job id not a number
+        "1|WEIRDSTATE|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # a state we do not know
+        "1|RUNNING|vm|soon|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # not a duration
     ],
 )
 def test_odd_squeue_output_is_an_error_not_idle(line):
@@ -145,7 +160,8 @@ def test_map_state(state, expected):
 def test_pick_job_prefers_running_then_oldest():
     def line(i, state, name="n"):
         node = "vm" if state == "RUNNING" else ""
-        return slurm.parse_squeue_line(f"{i}|{state}|{node}|1:00|1:00|1|1G|N/A|{name}|None")
+        return slurm.parse_squeue_line(
+            f"{i}|{state}|{node}|1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|{name}|None")
 
     jobs = [line(30, "PENDING"), line(20, "RUNNING"), line(10, "PENDING"),
             line(5, "RUNNING", name="other")]
@@ -215,3 +231,11 @@ def test_job_script_has_prologue_ide_and_private_connection_file():
     for line in script.splitlines():
         if "$secret" in line and "printf" not in line and "PASSWORD=" not in line:
             assert line.strip().startswith("secret=")
+
+
+def test_the_log_path_is_the_homes_even_when_the_job_runs_elsewhere():
+    argv = slurm.sbatch_argv("sbatch", "j", JobRequest(1, "1G", "00:10:00", workdir="my dir"))
+    command = slurm.submit_command(argv)
+    assert "'--chdir=my dir'" in command
+    assert '--output="$HOME"/.jupyter-hpc-manager/logs/%x-%j.log' in command
+    assert command.count("$") == 1  # nothing else is left to the shell

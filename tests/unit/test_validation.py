@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_hpc_manager import validation
+from jupyter_hpc_manager import slurm, validation
 from jupyter_hpc_manager.errors import ValidationError
+from jupyter_hpc_manager.slurm import JobRequest
 
 INJECTIONS = [
     "2; touch /tmp/pwned", "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "2\ntouch /tmp/pwned",
@@ -66,3 +67,71 @@ def test_bool():
     for value in ["true", 1, None, "yes"]:
         with pytest.raises(ValidationError, match="cancelJob"):
             validation.parse_bool(value, "cancelJob")
+
+SINFO = ("debug*|up|12:00:00|16|200000|(null)|1\n"
+         "gpu|up|infinite|16|200000|gpu:tesla:2(S:0)|1\n"
+         "long|up|2-00:00:00|16|200000|(null)|1\n")
+PARTS = slurm.parse_sinfo(SINFO)
+
+
+def req(**kw):
+    return JobRequest(**{"cpus": 2, "mem": "4G", "time": "01:00:00", **kw})
+
+
+@pytest.mark.parametrize("request_, message", [
+    (req(partition="nope"), "Unknown partition 'nope' on c; it has: debug, gpu, long"),
+    (req(time="3-00:00:00"), "time 3-00:00:00 exceeds partition debug's MaxTime 12:00:00"),
+    (req(partition="long", time="3-00:00:00"),
+     "time 3-00:00:00 exceeds partition long's MaxTime 2-00:00:00"),
+    (req(cpus=32), "cpus 32 exceeds partition debug's 16 CPUs per node"),
+    (req(mem="300G"), "mem 300G exceeds partition debug's 200000M per node"),
+    (req(gpus="1"), "partition debug has no GPUs"),
+    (req(partition="gpu", gpus="3"), "gpus 3 exceeds partition gpu's 2 GPUs per node"),
+    (req(partition="gpu", gpus="a100:1"), "partition gpu has no GPU of type a100 (it has tesla:2)"),
+])
+def test_a_request_over_its_partitions_limits_names_the_limit(request_, message):
+    with pytest.raises(ValidationError) as exc:
+        validation.check_partition(request_, PARTS, "c")
+    assert exc.value.message == message
+
+
+def test_requests_within_the_limits_pass():
+    assert validation.check_partition(req(time="12:00:00"), PARTS, "c").name == "debug"
+    assert validation.check_partition(req(partition="gpu", gpus="tesla:2", time="5-00:00:00"),
+                                      PARTS, "c").name == "gpu"
+    assert validation.check_partition(req(partition="long", time="2-00:00:00", cpus=16,
+                                          mem="200000M"), PARTS, "c").name == "long"
+
+
+@pytest.mark.parametrize("value, parsed", [
+    (None, None), ("", None), (0, None), ("0", None), (2, "2"), ("2", "2"), ("a100:1", "a100:1"),
+    ("tesla:02", "tesla:2"),
+])
+def test_gpus(value, parsed):
+    assert validation.parse_gpus(value) == parsed
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "a100", ":1", "a b:1", True, [1], "1000"])
+def test_bad_gpus(value):
+    with pytest.raises(ValidationError, match="gpus"):
+        validation.parse_gpus(value)
+
+
+@pytest.mark.parametrize("value, parsed", [
+    (None, None), ("~", None), ("~/project", "project"), ("/scratch/me", "/scratch/me"),
+    ("data dir/x", "data dir/x"), ("$HOME/x", "$HOME/x"),
+])
+def test_workdir(value, parsed):
+    assert validation.parse_workdir(value) == parsed
+
+
+@pytest.mark.parametrize("value", ["~root/x", "a\nb", "a\x00b", 5, "x" * 5000])
+def test_bad_workdir(value):
+    with pytest.raises(ValidationError, match="workdir"):
+        validation.parse_workdir(value)
+
+
+@pytest.mark.parametrize("value", ["a b", "x;y", "$(id)", "-x" * 40, 5])
+def test_bad_names(value):
+    with pytest.raises(ValidationError, match="Invalid account"):
+        validation.parse_name(value, "account")

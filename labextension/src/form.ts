@@ -1,0 +1,299 @@
+import { APIError, post } from './request';
+import { IClusterOptions, IPartition, LaunchField, LaunchValues } from './tokens';
+
+/** The fields a launch sends, in the order the form shows them. */
+const FIELDS: LaunchField[] = [
+  'cpus',
+  'mem',
+  'time',
+  'partition',
+  'gpus',
+  'account',
+  'qos',
+  'workdir'
+];
+const LAST = '\u0000last'; // the preset select's "same as last time"
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls = '',
+  text = ''
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (cls) {
+    node.className = cls;
+  }
+  if (text) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+/** "gpu: up to 1-00:00:00, 16 CPUs, 195G, 2 tesla GPUs" */
+export function describePartition(p: IPartition): string {
+  const limits = [
+    p.maxTime ? `up to ${p.maxTime}` : 'no time limit',
+    `${p.maxCpusPerNode} CPUs`,
+    p.maxMemPerNode
+  ];
+  for (const [kind, n] of Object.entries(p.gpus)) {
+    limits.push(`${n} ${kind === 'gpu' ? '' : kind + ' '}GPU${n === 1 ? '' : 's'}`);
+  }
+  const state = p.state === 'up' ? '' : ` [${p.state}]`;
+  return `${p.name}${p.default ? ' (default)' : ''}: ${limits.join(', ')}${state}`;
+}
+
+/**
+ * A cluster's launch form: CPUs, memory and time at once; partition, GPUs (where the partition
+ * has them), account, QOS, folder and presets under "More options". Its rules are the server's:
+ * every change is checked with check-launch (the same checks a launch makes, nothing
+ * submitted), so the form and the server never disagree.
+ */
+export class LaunchForm {
+  readonly node: HTMLFormElement;
+
+  constructor(
+    readonly hpc: string,
+    defaults: Record<'cpus' | 'mem' | 'time', string>,
+    readonly options: IClusterOptions | null,
+    readonly last: LaunchValues | null,
+    private readonly _changed: (problem: string | null) => void,
+    submit: () => void
+  ) {
+    this.node = el('form', 'jp-HPCPanel-form');
+    this.node.onsubmit = event => {
+      event.preventDefault();
+      submit();
+    };
+    const basic = el('div', 'jp-HPCPanel-basic');
+    this.node.appendChild(basic);
+    this._input(basic, 'cpus', 'CPUs', defaults.cpus);
+    this._input(basic, 'mem', 'Memory', defaults.mem);
+    this._input(basic, 'time', 'Time', defaults.time);
+
+    const more = el('details', 'jp-HPCPanel-more');
+    more.appendChild(el('summary', '', 'More options'));
+    this.node.appendChild(more);
+    this._presets(more);
+    const partitions = options?.partitions;
+    if (partitions) {
+      const choices: [string, string][] = [['', 'default']];
+      for (const p of partitions) {
+        choices.push([p.name, describePartition(p)]);
+      }
+      this._select(more, 'partition', 'Partition', choices, options?.defaultPartition ?? '');
+      more.appendChild(el('p', 'jp-HPCPanel-limits'));
+    } else {
+      this._input(more, 'partition', 'Partition', options?.defaultPartition ?? '');
+    }
+    this._input(more, 'gpus', 'GPUs', '', 'e.g. 1 or tesla:1');
+    this._choice(more, 'account', 'Account', options?.accounts, options?.defaultAccount);
+    this._choice(more, 'qos', 'QOS', options?.qos, options?.defaultQos);
+    this._input(more, 'workdir', 'Folder', '', '~ (your home)');
+    this._problem = el('p', 'jp-HPCPanel-formError');
+    this.node.appendChild(this._problem);
+    const hidden = el('button');
+    hidden.type = 'submit';
+    hidden.hidden = true;
+    this.node.appendChild(hidden);
+    this._showGpus();
+  }
+
+  /** The launch body: every field with a value. */
+  values(): LaunchValues {
+    const values: LaunchValues = {};
+    for (const name of FIELDS) {
+      const value = this._fields.get(name)?.value.trim();
+      if (value) {
+        values[name] = value;
+      }
+    }
+    return values;
+  }
+
+  /** Put values in the form (a preset, or the last launch), then check them. */
+  fill(values: LaunchValues): void {
+    for (const [name, value] of Object.entries(values)) {
+      const field = this._fields.get(name as LaunchField);
+      if (field && value !== undefined) {
+        field.value = value;
+      }
+    }
+    this._showGpus();
+    this.changed();
+  }
+
+  /** The problem the server finds with the form now (null: none). */
+  async check(): Promise<string | null> {
+    const body = { hpc: this.hpc, ...this.values() };
+    const key = JSON.stringify(body);
+    if (key === this._checkedKey) {
+      return this._checked;
+    }
+    let problem: string | null = null;
+    let field: string | null = null;
+    try {
+      await post('check-launch', body);
+    } catch (error) {
+      if (error instanceof APIError && error.response.status === 400) {
+        problem = error.message;
+        field = error.details.field ?? null;
+      }
+      // Anything else (the cluster is unreachable, a login is needed): launch will say.
+    }
+    if (key === JSON.stringify({ hpc: this.hpc, ...this.values() })) {
+      this._checkedKey = key;
+      this._checked = problem;
+      this._show(problem, field);
+    }
+    return problem;
+  }
+
+  /** Something changed: check it after a short pause (typing goes on). */
+  changed(): void {
+    window.clearTimeout(this._timer);
+    this._timer = window.setTimeout(() => void this.check(), 250);
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+  }
+
+  private _show(problem: string | null, field: string | null): void {
+    this._problem.textContent = problem ?? '';
+    for (const [name, input] of this._fields) {
+      input.toggleAttribute('aria-invalid', problem !== null && name === field);
+    }
+    if (field && field !== 'cpus' && field !== 'mem' && field !== 'time') {
+      (this.node.querySelector('.jp-HPCPanel-more') as HTMLDetailsElement).open = true;
+    }
+    this._changed(problem);
+  }
+
+  private _label(parent: HTMLElement, name: LaunchField, label: string): HTMLLabelElement {
+    const wrap = el('label', `jp-HPCPanel-field jp-HPCPanel-field-${name}`);
+    wrap.appendChild(el('span', '', label));
+    parent.appendChild(wrap);
+    return wrap;
+  }
+
+  private _input(
+    parent: HTMLElement,
+    name: LaunchField,
+    label: string,
+    value: string,
+    placeholder = ''
+  ): void {
+    const input = el('input', 'jp-mod-styled');
+    input.name = name;
+    input.value = value;
+    input.placeholder = placeholder;
+    input.oninput = () => this.changed();
+    this._label(parent, name, label).appendChild(input);
+    this._fields.set(name, input);
+  }
+
+  private _select(
+    parent: HTMLElement,
+    name: LaunchField,
+    label: string,
+    choices: [string, string][],
+    value: string
+  ): void {
+    const select = el('select', 'jp-mod-styled');
+    select.name = name;
+    for (const [v, text] of choices) {
+      const option = el('option', '', text);
+      option.value = v;
+      select.appendChild(option);
+    }
+    select.value = value;
+    select.onchange = () => {
+      this._showGpus();
+      this.changed();
+    };
+    this._label(parent, name, label).appendChild(select);
+    this._fields.set(name, select);
+  }
+
+  /** A select where the cluster lists the choices (accounts, QOS), else a text field. */
+  private _choice(
+    parent: HTMLElement,
+    name: LaunchField,
+    label: string,
+    choices: string[] | null | undefined,
+    value: string | null | undefined
+  ): void {
+    if (choices && choices.length) {
+      this._select(
+        parent,
+        name,
+        label,
+        [['', 'default'], ...choices.map(c => [c, c] as [string, string])],
+        value ?? ''
+      );
+    } else {
+      this._input(parent, name, label, value ?? '');
+    }
+  }
+
+  private _presets(parent: HTMLElement): void {
+    const presets = this.options?.presets ?? {};
+    const names = Object.keys(presets);
+    if (!names.length && !this.last) {
+      return;
+    }
+    const wrap = el('label', 'jp-HPCPanel-field jp-HPCPanel-field-preset');
+    wrap.appendChild(el('span', '', 'Preset'));
+    const select = el('select', 'jp-mod-styled');
+    select.name = 'preset';
+    const add = (value: string, text: string) => {
+      const option = el('option', '', text);
+      option.value = value;
+      select.appendChild(option);
+    };
+    add('', '—');
+    if (this.last) {
+      add(LAST, 'Same as last time');
+    }
+    for (const name of names) {
+      add(name, name);
+    }
+    select.onchange = () => {
+      const chosen = select.value === LAST ? this.last : presets[select.value];
+      if (chosen) {
+        this.fill(chosen as LaunchValues);
+      }
+    };
+    wrap.appendChild(select);
+    parent.appendChild(wrap);
+  }
+
+  /** GPUs only where the chosen partition has them (or where partitions are not known); the
+   * chosen partition's limits under its select. */
+  private _showGpus(): void {
+    const gpus = this._fields.get('gpus');
+    const partitions = this.options?.partitions;
+    if (!gpus || !partitions) {
+      return;
+    }
+    const chosen = this._fields.get('partition')?.value || this.options?.defaultPartition;
+    const p = partitions.find(x => (chosen ? x.name === chosen : x.default));
+    const limits = this.node.querySelector('.jp-HPCPanel-limits');
+    if (limits) {
+      limits.textContent = p ? describePartition(p) : '';
+    }
+    const has = !!p && Object.keys(p.gpus).length > 0;
+    // (style, not the hidden attribute: the field's own CSS sets display)
+    (gpus.parentElement as HTMLElement).style.display = has ? '' : 'none';
+    if (!has) {
+      gpus.value = '';
+    }
+  }
+
+  private _fields = new Map<LaunchField, HTMLInputElement | HTMLSelectElement>();
+  private _problem: HTMLElement;
+  private _timer = 0;
+  private _checkedKey = '';
+  private _checked: string | null = null;
+}
