@@ -195,17 +195,22 @@ class ClusterConfig(HasTraits):
 
 
 
+def cluster_help() -> str:
+    """HPCManager.clusters' help: every per-cluster setting with its own help (so that
+    ``jupyter hpc-manager --help-all`` documents them)."""
+    lines = ["Clusters by name, each a dict of settings. Example:",
+             '{"gemini": {"host": "login.gemini.example.org", "user": "alice", '
+             '"partition": "short"}}. The settings:']
+    for name, trait in sorted(ClusterConfig.class_traits().items()):
+        if name != "name":
+            lines.append(f"  {name}: {' '.join(trait.help.split())}")
+    return "\n".join(lines)
+
+
 class HPCManager(LoggingConfigurable):
     """Settings of jupyter-hpc-manager (``c.HPCManager.*`` in jupyter_server_config.py)."""
 
-    clusters = Dict(
-        config=True,
-        help="""Clusters by name, each a dict of settings: host (or ~/.ssh/config alias), port,
-        user, identity_file, known_hosts, proxy_jump, job_name, partition, account, qos,
-        presets, prologue, ide_command, sbatch, squeue, scancel, sinfo, sacctmgr,
-        extra_sbatch_args. Example:
-        {"gemini": {"host": "login.gemini.example.org", "user": "alice", "partition": "short"}}""",
-    )
+    clusters = Dict(config=True, help=cluster_help())
     default_hpc = Unicode(
         "", config=True, help="Cluster used when a request names none; empty: the first one."
     )

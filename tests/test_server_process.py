@@ -155,6 +155,13 @@ def test_settings_are_documented_in_help_all():
     out = subprocess.run([JUPYTER, "hpc-manager", "--help-all"], capture_output=True,
                          text=True, check=True).stdout
     for name in ("clusters", "default_hpc", "default_cpus", "default_mem", "default_time",
-                 "max_cpus", "cache_ttl", "launch_timeout", "executor_threads"):
+                 "max_cpus", "cache_ttl", "launch_timeout", "executor_threads", "login_timeout",
+                 "status_wait"):
         assert f"--HPCManager.{name}" in out, name
     assert "Seconds cluster-status answers from its cache" in out
+    # Every per-cluster setting, with its help.
+    for name, words in (("presets", "Named launch presets"), ("qos", "SLURM QOS"),
+                        ("sinfo", "reads the partitions"), ("sacctmgr", "accounts and QOS"),
+                        ("proxy_jump", "several separated by commas"),
+                        ("partition", "used when a launch names none")):
+        assert f"  {name}: " in out and words in out, name

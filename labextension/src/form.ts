@@ -1,3 +1,4 @@
+import { el } from './dom';
 import { APIError, post } from './request';
 import { IClusterOptions, IPartition, LaunchField, LaunchValues } from './tokens';
 
@@ -13,21 +14,6 @@ const FIELDS: LaunchField[] = [
   'workdir'
 ];
 const LAST = '\u0000last'; // the preset select's "same as last time"
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  cls = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (cls) {
-    node.className = cls;
-  }
-  if (text) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 /** "gpu: up to 1-00:00:00, 16 CPUs, 195G, 2 tesla GPUs" */
 export function describePartition(p: IPartition): string {

@@ -14,43 +14,10 @@ import {
   LaunchValues,
   STATUS_KEYS
 } from './tokens';
+import { ICard, Progress, explainReason, renderCard, secondsLeft } from './card';
+import { el } from './dom';
 import { LaunchForm } from './form';
 import { formatDuration, formatEstimate } from './format';
-
-type Progress = 'submitted' | 'pending' | 'running' | 'ready';
-const PROGRESS: Progress[] = ['submitted', 'pending', 'running', 'ready'];
-
-interface ICard {
-  root: HTMLElement;
-  hpc: string;
-  entry: IClusterEntry | null;
-  fetchedAt: number; // ms, when entry.timeLeftSeconds was true
-  form: LaunchForm | null;
-  progress: Progress | null;
-  problem: string | null; // what the server finds wrong with the form now
-  busy: boolean;
-  warned: boolean;
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  cls = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (cls) {
-    node.className = cls;
-  }
-  if (text) {
-    node.textContent = text;
-  }
-  return node;
-}
-
-/** A pending job's reason: the server's words for it, else SLURM's code. */
-export function explainReason(entry: { reason?: string | null; reasonText?: string | null }) {
-  return entry.reasonText ?? entry.reason ?? null;
-}
 
 function message(error: unknown): string {
   return (error as Error)?.message || String(error);
@@ -249,11 +216,31 @@ export class HPCPanel extends Widget {
     card.busy = true;
     this._render(card);
     try {
-      return await logIn(hpc);
+      const connected = await logIn(hpc);
+      if (connected) {
+        // What the cluster offers could not be read before the login: ask now, and make the
+        // card's form anew with it.
+        await this._reloadOptions(hpc);
+      }
+      return connected;
     } finally {
       card.busy = false;
       await this.refresh(true);
     }
+  }
+
+  private async _reloadOptions(hpc: string): Promise<void> {
+    try {
+      const status = await requestAPI<IStatus>('status');
+      if (this._config) {
+        this._config.clusterOptions = status.config.clusterOptions;
+      }
+    } catch {
+      return; // the form keeps its plain fields; a launch is still checked by the server
+    }
+    const card = this._card(hpc);
+    card.form?.dispose();
+    card.form = null;
   }
 
   async logout(hpc: string): Promise<void> {
@@ -336,14 +323,6 @@ export class HPCPanel extends Widget {
     this._render(card);
   }
 
-  private _secondsLeft(card: ICard): number | null {
-    const left = card.entry?.timeLeftSeconds;
-    if (left === undefined || left === null) {
-      return null;
-    }
-    return Math.max(0, left - Math.floor((Date.now() - card.fetchedAt) / 1000));
-  }
-
   private _tick(): void {
     for (const card of this._cards.values()) {
       const estimate = card.entry?.estimatedStart;
@@ -356,7 +335,7 @@ export class HPCPanel extends Widget {
       if (card.entry?.status !== 'running') {
         continue;
       }
-      const left = this._secondsLeft(card);
+      const left = secondsLeft(card);
       const clock = card.root.querySelector('.jp-HPCPanel-timeLeft');
       if (clock && left !== null) {
         clock.textContent = formatDuration(left);
@@ -397,117 +376,11 @@ export class HPCPanel extends Widget {
   }
 
   private _render(card: ICard): void {
-    const { root, hpc, entry } = card;
-    const state = card.busy && !entry ? 'pending' : (entry?.status ?? 'unknown');
-    root.replaceChildren();
-    root.dataset.state = state;
-    const head = el('div', 'jp-HPCPanel-cardHead');
-    head.appendChild(el('span', 'jp-HPCPanel-name', hpc));
-    // A cluster waiting for the user's login is not in trouble: it says what to do.
-    const shown = entry?.login === 'required' ? 'login' : state;
-    const badge = el('span', `jp-HPCPanel-badge jp-mod-${shown}`, entry ? shown : '…');
-    head.appendChild(badge);
-    if (this._active === hpc) {
-      const active = el('span', 'jp-HPCPanel-active', 'active');
-      active.title = 'hpc/code/ serves this cluster';
-      head.appendChild(active);
-    }
-    root.appendChild(head);
-
-    if (entry?.status === 'running' || entry?.status === 'pending') {
-      const facts = el('dl', 'jp-HPCPanel-facts');
-      const add = (k: string, v: string | null | undefined, cls = '') => {
-        if (v) {
-          facts.append(el('dt', '', k), el('dd', cls, v));
-        }
-      };
-      add('Job', entry.jobId, 'jp-HPCPanel-jobId');
-      add('Node', entry.node, 'jp-HPCPanel-node');
-      add('Partition', entry.partition, 'jp-HPCPanel-partition');
-      add('CPUs', entry.cpus);
-      add('GPUs', entry.gpus, 'jp-HPCPanel-gpus');
-      add('Memory', entry.memory);
-      add('Account', entry.account);
-      if (entry.status === 'running') {
-        const left = this._secondsLeft(card);
-        add(
-          'Time left',
-          left !== null ? formatDuration(left) : entry.timeLeft,
-          'jp-HPCPanel-timeLeft'
-        );
-      } else {
-        add('Time limit', entry.timeLimit);
-        add('Waiting', explainReason(entry), 'jp-HPCPanel-reason');
-        if (entry.estimatedStart) {
-          add('Starts', formatEstimate(entry.estimatedStart), 'jp-HPCPanel-estimate');
-        }
-      }
-      root.appendChild(facts);
-    }
-    if (entry?.status === 'unknown' && entry.error) {
-      const cls = entry.login === 'required' ? 'jp-HPCPanel-loginNeeded' : 'jp-HPCPanel-error';
-      root.appendChild(el('p', cls, entry.error));
-    }
-    if (card.progress) {
-      root.appendChild(this._progress(card.progress));
-    }
-
-    const actions = el('div', 'jp-HPCPanel-actions');
-    const button = (label: string, onclick: () => void, cls = '') => {
-      const b = el('button', `jp-Button jp-mod-styled ${cls}`, label);
-      b.disabled = card.busy;
-      b.onclick = onclick;
-      actions.appendChild(b);
-      return b;
-    };
-    if (entry?.login === 'required') {
-      // Nothing can run there before the user answers the login node's password or code.
-      button('Log in', () => void this.login(hpc), 'jp-mod-accept jp-HPCPanel-login');
-    } else if (entry?.status === 'running') {
-      if (entry.url) {
-        button('Open VS Code', () => this.openVSCode(hpc), 'jp-mod-accept jp-HPCPanel-open');
-      }
-      if (this._active !== hpc && entry.url) {
-        button('Switch', () => void this.switchTo(hpc), 'jp-HPCPanel-switch');
-      }
-      if (!entry.url) {
-        button('Connect', () => void this.launch(hpc), 'jp-mod-accept jp-HPCPanel-launch');
-      }
-      button('Stop', () => void this.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
-    } else if (entry?.status === 'pending') {
-      button('Stop', () => void this.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
-    } else if (entry?.status === 'idle' || entry?.status === 'unknown' || !entry) {
-      root.appendChild(this._form(card).node);
-      const launch = button(
-        'Launch',
-        () => void this.launch(hpc),
-        'jp-mod-accept jp-HPCPanel-launch'
-      );
-      launch.disabled = card.busy || card.problem !== null;
-    }
-    if (entry?.login === 'connected') {
-      const out = button('Log out', () => void this.logout(hpc), 'jp-HPCPanel-logout');
-      out.title = 'Close the connection to the login node (a job keeps running)';
-    }
-    root.appendChild(actions);
-  }
-
-  private _progress(progress: Progress): HTMLElement {
-    const list = el('ol', 'jp-HPCPanel-progress');
-    const reached = PROGRESS.indexOf(progress);
-    PROGRESS.forEach((step, i) => {
-      const item = el(
-        'li',
-        i < reached ? 'jp-mod-done' : i === reached ? 'jp-mod-current' : '',
-        step
-      );
-      list.appendChild(item);
-    });
-    return list;
+    renderCard(card, this);
   }
 
   /** The card's launch form, made once (it keeps what the user typed across renders). */
-  private _form(card: ICard): LaunchForm {
+  formFor(card: ICard): LaunchForm {
     if (!card.form) {
       const config = this._config;
       card.form = new LaunchForm(

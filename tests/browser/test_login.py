@@ -64,6 +64,9 @@ def test_log_in_with_password_and_code_from_the_sidebar(browser, lab, artifacts)
         wait_badge(page, "idle", hpc="mfa")
         mfa_card.get_by_role("button", name="Launch").wait_for()
         mfa_card.get_by_role("button", name="Log out").wait_for()
+        # What the cluster offers is read once logged in: its partitions in the form.
+        options = mfa_card.locator("[name=partition] option").all_text_contents()
+        assert any(o.startswith("debug (default)") for o in options), options
         assert mfa_card.get_by_role("button", name="Log in").count() == 0
         page.screenshot(path=artifacts / f"login-done-{tag}.png")
         assert lab.call("GET", "cluster-status")[1]["mfa"] == {"status": "idle",
