@@ -209,8 +209,13 @@ class Cluster:
         """The logged-in connection is gone: nothing more runs here until the user logs in."""
         self.login_required = why
         self.log.info("jupyter-hpc-manager: %s", why)
+        self._close_ide()  # its channels died with the connection
+
+    def _close_ide(self) -> None:
+        """Drop the session's IDE handle (the next request attaches anew, over the connection
+        then open; the job's connection file is kept)."""
         if self.session is not None and self.session.ide is not None:
-            self.session.ide.close()  # its channels died with the connection
+            self.session.ide.close()
             self.session.ide = None
 
     def need_login(self) -> None:
@@ -277,9 +282,8 @@ class Cluster:
         if self.interactive or self.login_required is not None:
             self._lost(f"You logged out of {self.name}: log in again from JupyterLab to use "
                        "it. A job there keeps running.")
-        elif self.session is not None and self.session.ide is not None:
-            self.session.ide.close()
-            self.session.ide = None
+        else:
+            self._close_ide()
         self.status.invalidate()
         self.log.info("jupyter-hpc-manager: logged out of %s", self.name)
         return contract.logout_reply(self.name)
@@ -507,8 +511,8 @@ class Cluster:
 
     async def _submit(self, request: JobRequest) -> str:
         c = self.config
-        argv = slurm.sbatch_argv(c.sbatch, c.job_name, request, partition=c.partition,
-                                 account=c.account, extra_args=c.extra_sbatch_args)
+        # (The cluster's default partition, account and QOS are in the request already.)
+        argv = slurm.sbatch_argv(c.sbatch, c.job_name, request, extra_args=c.extra_sbatch_args)
         script = slurm.job_script(c.job_name, prologue=c.prologue, ide_command=c.ide_command,
                                   proxy_uri=self.services.ide_url(self.name) + "proxy/{{port}}/")
         try:

@@ -179,12 +179,13 @@ class ClusterConfig(HasTraits):
         return out
 
     @validate("partition", "account", "qos")
-    def _check_word(self, proposal: Any) -> str:
-        value = proposal["value"]
-        if value and not SAFE_WORD.match(value):
-            raise TraitError(f"{proposal['trait'].name} {value!r} holds characters SLURM "
-                             "names never use")
-        return str(value)
+    def _check_slurm_name(self, proposal: Any) -> str:
+        # The launch's own rule (a default that every launch would refuse stops start-up).
+        try:
+            return validation.parse_name(proposal["value"], proposal["trait"].name) or ""
+        except ValidationError as exc:
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r}: "
+                             f"{exc.message}") from exc
 
     @validate("ide_command", "sbatch", "squeue", "scancel", "sinfo")
     def _check_command(self, proposal: Any) -> str:

@@ -10,12 +10,12 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from . import contract, validation
-from .cache import CacheHit
+from .cache import CacheHit, TTLCache
 from .cluster import Cluster, Observation, Offer, Services, Session
 from .config import HPCManager
 from .errors import HPCError, NotFoundError, StateError, ValidationError
@@ -23,6 +23,8 @@ from .ide import IDE
 from .slurm import JobRequest
 from .ssh import SSHConnection, SSHSettings
 from .state import StateStore
+
+T = TypeVar("T")
 
 
 class SessionManager:
@@ -133,9 +135,7 @@ class SessionManager:
             name = cluster.name
             login = cluster.login_state()
             if login == "required":
-                assert cluster.login_required is not None
-                entries[name] = contract.needs_login(
-                    contract.session_entry(cluster.session, None), cluster.login_required)
+                entries[name] = self._needs_login(cluster)
                 continue
             if hit is None:
                 entries[name] = {"status": "unknown", "error": (
@@ -153,19 +153,35 @@ class SessionManager:
             cached=bool(hits) and all(h.cached for h in hits),
             age=max((h.age for h in hits), default=0.0), ttl=self.config.cache_ttl)
 
-    async def _ask(self, cluster: Cluster,
-                   refresh: bool) -> tuple[CacheHit[Observation] | None, float]:
-        """The cluster's answer, waiting at most until status_wait after its query began;
-        else its last answer (None if it has none), and for how long it has been asked."""
-        query = asyncio.ensure_future(cluster.observe(refresh))
+    async def _bounded(self, cache: TTLCache[Any], ask: Awaitable[T]) -> T | None:
+        """What a cluster's cached query answers, waiting at most until status_wait after that
+        query began (None if it has not answered by then: it goes on, shielded in the cache,
+        and later callers join it without waiting again)."""
+        query = asyncio.ensure_future(ask)
         await asyncio.sleep(0)  # let it start (or join the query already running)
-        wait = max(0.0, self.config.status_wait - cluster.status.asking_for())
+        wait = max(0.0, self.config.status_wait - cache.asking_for())
         done, _ = await asyncio.wait([query], timeout=wait)
         if done:
-            return query.result(), 0.0
-        asked = cluster.status.asking_for()
-        query.cancel()  # (the query itself goes on, shielded in the cluster's cache)
-        return cluster.previous(), asked
+            return query.result()
+        query.cancel()
+        return None
+
+    async def _ask(self, cluster: Cluster,
+                   refresh: bool) -> tuple[CacheHit[Observation] | None, float]:
+        """The cluster's squeue answer (bounded); else its last answer (None if it has none),
+        and for how long it has been asked. A cluster that needs a login is not asked."""
+        if cluster.login_state() == "required":
+            return None, 0.0
+        hit = await self._bounded(cluster.status, cluster.observe(refresh))
+        if hit is not None:
+            return hit, 0.0
+        return cluster.previous(), cluster.status.asking_for()
+
+    def _needs_login(self, cluster: Cluster) -> dict[str, Any]:
+        """The entry (status and cluster-status alike) of a cluster that needs a login."""
+        assert cluster.login_required is not None
+        return contract.needs_login(contract.session_entry(cluster.session, None),
+                                    cluster.login_required)
 
     async def status(self, refresh: bool = False) -> dict[str, Any]:
         """The sessions this server holds, and what each cluster offers a launch (its
@@ -179,26 +195,20 @@ class SessionManager:
         """The cluster's offer, or why there is none (yet)."""
         if cluster.login_state() == "required":
             return "log in to see what this cluster offers"
-        query = asyncio.ensure_future(cluster.offers(refresh))
-        await asyncio.sleep(0)
-        wait = max(0.0, self.config.status_wait - cluster.offer.asking_for())
-        done, _ = await asyncio.wait([query], timeout=wait)
-        if not done:
-            query.cancel()  # (it goes on, shielded in the cluster's cache)
-            return f"{cluster.name} has not answered yet; still asking"
         try:
-            return query.result().value
+            hit = await self._bounded(cluster.offer, cluster.offers(refresh))
         except HPCError as exc:
             return exc.message
+        if hit is None:
+            return f"{cluster.name} has not answered yet; still asking"
+        return hit.value
 
     def _sessions(self, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entries = {}
         for name, c in self.clusters.items():
             login = c.login_state()
             if login == "required":
-                assert c.login_required is not None
-                entries[name] = contract.needs_login(contract.session_entry(c.session, None),
-                                                     c.login_required)
+                entries[name] = self._needs_login(c)
                 continue
             entries[name] = contract.session_entry(c.session, self._url(c))
             if login is not None:

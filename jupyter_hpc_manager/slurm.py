@@ -384,7 +384,7 @@ class JobRequest:
     cpus: int
     mem: str
     time: str
-    partition: str | None = None  # None: the cluster's configured one, else SLURM's default
+    partition: str | None = None  # None: SLURM's default (the cluster's default is filled in)
     gpus: str | None = None  # "2" or "type:2"
     account: str | None = None
     qos: str | None = None
@@ -396,8 +396,6 @@ def sbatch_argv(
     job_name: str,
     request: JobRequest,
     *,
-    partition: str | None = None,
-    account: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     argv = [
@@ -411,12 +409,10 @@ def sbatch_argv(
         f"--time={request.time}",
         f"{OUTPUT_OPTION}{REMOTE_LOG_DIR}/%x-%j.log",
     ]
-    partition = request.partition or partition
-    account = request.account or account
-    if partition:
-        argv.append(f"--partition={partition}")
-    if account:
-        argv.append(f"--account={account}")
+    if request.partition:
+        argv.append(f"--partition={request.partition}")
+    if request.account:
+        argv.append(f"--account={request.account}")
     if request.qos:
         argv.append(f"--qos={request.qos}")
     if request.gpus:

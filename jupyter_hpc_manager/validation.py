@@ -117,28 +117,25 @@ def parse_workdir(value: Any) -> str | None:
     return value[2:] if value.startswith("~/") else value
 
 
+def _parsers(max_cpus: int) -> dict[str, Any]:
+    """Each launch field's parser: the one set of rules for launches, presets and settings."""
+    return {
+        "cpus": lambda v: parse_cpus(v, max_cpus), "mem": parse_mem, "time": parse_time,
+        "partition": lambda v: parse_name(v, "partition"), "gpus": parse_gpus,
+        "account": lambda v: parse_name(v, "account"), "qos": lambda v: parse_name(v, "qos"),
+        "workdir": parse_workdir,
+    }
+
+
 def parse_request(values: dict[str, Any], max_cpus: int) -> JobRequest:
     """A launch's fields (defaults and preset already merged in), each checked."""
-    return JobRequest(
-        cpus=parse_cpus(values.get("cpus"), max_cpus),
-        mem=parse_mem(values.get("mem")),
-        time=parse_time(values.get("time")),
-        partition=parse_name(values.get("partition"), "partition"),
-        gpus=parse_gpus(values.get("gpus")),
-        account=parse_name(values.get("account"), "account"),
-        qos=parse_name(values.get("qos"), "qos"),
-        workdir=parse_workdir(values.get("workdir")),
-    )
+    parsers = _parsers(max_cpus)
+    return JobRequest(**{field: parsers[field](values.get(field)) for field in PRESET_FIELDS})
 
 
 def parse_preset(preset: dict[str, Any]) -> None:
     """Each field a preset sets is a valid launch value (CPUs against max_cpus at launch)."""
-    parsers: dict[str, Any] = {
-        "cpus": lambda v: parse_cpus(v, 9999), "mem": parse_mem, "time": parse_time,
-        "gpus": parse_gpus, "workdir": parse_workdir,
-        "partition": lambda v: parse_name(v, "partition"),
-        "account": lambda v: parse_name(v, "account"), "qos": lambda v: parse_name(v, "qos"),
-    }
+    parsers = _parsers(9999)
     for field, value in preset.items():
         parsers[field](str(value))
 

@@ -58,7 +58,8 @@ fi
 touch "$SB/hub-passwords"
 chmod 600 "$SB/hub-passwords"
 for u in "${HUB_USERS[@]}"; do
-  id "$u" > /dev/null 2>&1 || { log "adding user $u"; useradd -m -s /bin/bash "$u"; }
+  # (sandbox/install.sh made the user, before sandbox/up.sh gave it SLURM associations)
+  id "$u" > /dev/null 2>&1 || { echo "user $u is missing: run sandbox/install.sh" >&2; exit 1; }
   if ! grep -q "^$u:" "$SB/hub-passwords"; then
     echo "$u:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$SB/hub-passwords"
   fi

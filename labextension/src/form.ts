@@ -186,13 +186,7 @@ export class LaunchForm {
     choices: [string, string][],
     value: string
   ): void {
-    const select = el('select', 'jp-mod-styled');
-    select.name = name;
-    for (const [v, text] of choices) {
-      const option = el('option', '', text);
-      option.value = v;
-      select.appendChild(option);
-    }
+    const select = selectOf(name, choices);
     select.value = value;
     select.onchange = () => {
       this._showGpus();
@@ -231,20 +225,11 @@ export class LaunchForm {
     }
     const wrap = el('label', 'jp-HPCPanel-field jp-HPCPanel-field-preset');
     wrap.appendChild(el('span', '', 'Preset'));
-    const select = el('select', 'jp-mod-styled');
-    select.name = 'preset';
-    const add = (value: string, text: string) => {
-      const option = el('option', '', text);
-      option.value = value;
-      select.appendChild(option);
-    };
-    add('', '—');
-    if (this.last) {
-      add(LAST, 'Same as last time');
-    }
-    for (const name of names) {
-      add(name, name);
-    }
+    const select = selectOf('preset', [
+      ['', '—'],
+      ...(this.last ? [[LAST, 'Same as last time'] as [string, string]] : []),
+      ...names.map(n => [n, n] as [string, string])
+    ]);
     select.onchange = () => {
       const chosen = select.value === LAST ? this.last : presets[select.value];
       if (chosen) {
@@ -282,4 +267,16 @@ export class LaunchForm {
   private _timer = 0;
   private _checkedKey = '';
   private _checked: string | null = null;
+}
+
+/** A select named ``name`` with these (value, text) choices. */
+function selectOf(name: string, choices: [string, string][]): HTMLSelectElement {
+  const select = el('select', 'jp-mod-styled');
+  select.name = name;
+  for (const [value, text] of choices) {
+    const option = el('option', '', text);
+    option.value = value;
+    select.appendChild(option);
+  }
+  return select;
 }

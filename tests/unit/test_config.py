@@ -125,3 +125,10 @@ def test_presets_are_checked_at_start_up():
             ({"bad/name": {}}, "preset name")):
         with pytest.raises(TraitError, match=message):
             make(clusters={"g": {"host": "h", "presets": presets}})
+
+
+def test_a_default_partition_every_launch_would_refuse_stops_start_up():
+    with pytest.raises(TraitError, match="partition 'short,long'"):
+        make(clusters={"g": {"host": "h", "partition": "short,long"}})
+    assert make(clusters={"g": {"host": "h", "qos": "interactive"}}).clusters["g"].qos == \
+        "interactive"

@@ -51,23 +51,25 @@ async def test_rounds_and_answers_cross_between_thread_and_loop():
     assert got == [[], ["pw"], ["1", "2"]] and done.is_set() and attempt.used
 
 
-async def test_an_unanswered_round_ends_the_attempt_at_its_deadline():
+async def asking_for_a_code(timeout: float) -> LoginAttempt:
+    """An attempt whose "server" thread has asked one round (a code) and waits."""
     loop = asyncio.get_running_loop()
-    attempt = LoginAttempt("c", loop, timeout=0.3)
+    attempt = LoginAttempt("c", loop, timeout=timeout)
     handle = attempt.handler("h")
     attempt.task = thread_task(loop, lambda: handle("", "", [("Code: ", False)]))
     assert await attempt.next_round() is not None
+    return attempt
+
+
+async def test_an_unanswered_round_ends_the_attempt_at_its_deadline():
+    attempt = await asking_for_a_code(timeout=0.3)
     with pytest.raises(EOFError):  # (paramiko's transport thread ends quietly on EOFError)
         await attempt.task
     assert attempt.expired and attempt.finished
 
 
 async def test_cancel_wakes_a_waiting_thread_at_once():
-    loop = asyncio.get_running_loop()
-    attempt = LoginAttempt("c", loop, timeout=60)
-    handle = attempt.handler("h")
-    attempt.task = thread_task(loop, lambda: handle("", "", [("Code: ", False)]))
-    assert await attempt.next_round() is not None
+    attempt = await asking_for_a_code(timeout=60)
     attempt.cancel()
     with pytest.raises(EOFError):
         await asyncio.wait_for(attempt.task, 10)

@@ -171,8 +171,9 @@ def test_pick_job_prefers_running_then_oldest():
 
 
 def test_sbatch_argv_carries_values_as_single_items():
-    argv = slurm.sbatch_argv("sbatch", "hpc-code-gemini", JobRequest(4, "40G", "1-00:00:00"),
-                             partition="short", account="proj1", extra_args=["--qos=ide"])
+    argv = slurm.sbatch_argv("sbatch", "hpc-code-gemini",
+                             JobRequest(4, "40G", "1-00:00:00", partition="short",
+                                        account="proj1"), extra_args=["--qos=ide"])
     assert argv[0] == "sbatch"
     assert "--parsable" in argv
     assert "--job-name=hpc-code-gemini" in argv
