@@ -391,16 +391,18 @@ class Cluster:
         return await self.offer.get(self._read_offer, refresh=refresh)
 
     async def _read_offer(self) -> Offer:
-        """sinfo (and sacctmgr). A failed sinfo is an Offer without partitions; an SSH failure
-        is raised (not cached: the next caller asks again, and a launch fails with it)."""
+        """sinfo (and sacctmgr). A failure is raised, never cached: one busy moment of
+        slurmctld does not hide the partitions (or skip a launch's checks) for a whole TTL; the
+        next caller asks again."""
         result = await self.run("sinfo", slurm.sinfo_command(self.config.sinfo))
         if result.exit_status != 0:
             why = _last_lines(result.stderr) or f"exit {result.exit_status}"
-            return Offer(None, f"sinfo on {self.name} failed: {why}")
+            raise JobError(f"sinfo on {self.name} failed: {why}", {"hpc": self.name})
         try:
             partitions = slurm.parse_sinfo(result.stdout)
         except slurm.SlurmParseError as exc:
-            return Offer(None, f"sinfo on {self.name} printed what we cannot read: {exc}")
+            raise JobError(f"sinfo on {self.name} printed what we cannot read: {exc}",
+                           {"hpc": self.name}) from exc
         accounts = qos = None
         if self.config.sacctmgr:
             try:
@@ -413,8 +415,14 @@ class Cluster:
 
     async def check(self, request: JobRequest) -> None:
         """Refuse a request over its partition's limits (known from sinfo; a cluster whose sinfo
-        fails launches unchecked, and SLURM judges) or a folder that is not there."""
-        offer = (await self.offers()).value
+        fails launches unchecked, and SLURM judges) or a folder that is not there. An SSH failure
+        is the launch's error."""
+        try:
+            offer = (await self.offers()).value
+        except JobError as exc:
+            self.log.info("jupyter-hpc-manager: launch on %s goes on unchecked: %s", self.name,
+                          exc.message)
+            offer = Offer(None, exc.message)
         if offer.partitions is not None:
             validation.check_partition(request, offer.partitions, self.name)
         for name, value, yours in (("account", request.account, offer.accounts),

@@ -51,10 +51,12 @@ async def test_what_the_cluster_offers_comes_from_sinfo(api, manager):
     # Asked once, then from the cache (with the status TTL); refresh=true asks again.
     clock.now += 60
     await api("GET", "status")
-    assert manager.commands["sinfo"] == 3  # one per cluster
+    # One per cluster, then from the cache; the failing one is asked again (a failure is never
+    # remembered).
+    assert manager.commands["sinfo"] == 4
     clock.now += 2  # (refreshes within refresh_min_interval share one query)
     await api("GET", "status", params={"refresh": "true"})
-    assert manager.commands["sinfo"] == 6
+    assert manager.commands["sinfo"] == 7
     # A cluster whose sinfo fails says why, and still launches with the plain fields.
     assert options["nosinfo"]["partitions"] is None
     assert "sinfo on nosinfo failed" in options["nosinfo"]["partitionsError"]

@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from conftest import whoami
+from conftest import step_clock, whoami
 from jupyter_process import slurm_jobs
 
 BUSY = "slurm_load_jobs error: Socket timed out on send/recv operation"
@@ -40,12 +40,22 @@ if [ $((n % 2)) = 1 ]; then echo "{BUSY}" >&2; exit 1; fi
 exec squeue "$@"
 """)
     slow_sbatch = wrapper(cluster_tmp, "sbatch-slow", 'sleep 3; exec sbatch "$@"\n')
+    slow_sinfo = wrapper(cluster_tmp, "sinfo-slow", 'sleep 3; exec sinfo "$@"\n')
+    # sinfo that fails on its second call (a busy controller), and answers again after.
+    flaky_sinfo = wrapper(cluster_tmp, "sinfo-flaky", f"""
+count={cluster_tmp}/flaky-sinfo-count
+n=$(cat "$count" 2>/dev/null || echo 0); echo $((n + 1)) > "$count"
+if [ "$n" = 1 ]; then echo "{BUSY}" >&2; exit 1; fi
+exec sinfo "$@"
+""")
     return {
         **cluster_settings,
         "slowafter": dict(base, job_name="test-hpc-slowafter", squeue=slow_after),
         "slowbefore": dict(base, job_name="test-hpc-slowbefore", squeue=slow_before),
         "flaky": dict(base, job_name="test-hpc-flaky", squeue=flaky),
         "slowsubmit": dict(base, job_name="test-hpc-slowsubmit", sbatch=slow_sbatch),
+        "slowsinfo": dict(base, job_name="test-hpc-slowsinfo", sinfo=slow_sinfo),
+        "flakysinfo": dict(base, job_name="test-hpc-flakysinfo", sinfo=flaky_sinfo),
     }
 
 
@@ -165,3 +175,31 @@ async def test_a_squeue_that_fails_now_and_then_neither_fails_a_launch_nor_ends_
     code, stopped = await api("POST", "stop", "flaky", body={"cancelJob": True})
     assert (code, stopped["cancelledJobs"]) == (200, [reply["jobId"]]), stopped
     assert slurm_jobs() == []
+
+
+@pytest.mark.parametrize("hpc_config", [{"launch_timeout": 60.0, "poll_interval": 0.5,
+                                         "use_system_known_hosts": False, "status_wait": 1.0}])
+async def test_a_slow_or_failing_sinfo_holds_up_nothing_and_is_not_remembered(
+        api, manager, cluster_tmp, clean_slurm):
+    clock = step_clock(manager)
+    (cluster_tmp / "flaky-sinfo-count").unlink(missing_ok=True)  # (its second call fails)
+    # A 3 s sinfo: status answers within status_wait with the other clusters' partitions, and
+    # says this one is still being asked; its query goes on and answers the next call.
+    code, status = await api("GET", "status")
+    options = status["config"]["clusterOptions"]
+    assert "has not answered yet" in options["slowsinfo"]["partitionsError"]
+    assert [p["name"] for p in options["echo1"]["partitions"]] == ["debug", "gpu", "long"]
+    await asyncio.sleep(3)
+    code, status = await api("GET", "status")
+    assert status["config"]["clusterOptions"]["slowsinfo"]["partitions"] is not None
+    # Its launch waits for sinfo (a launch is checked) and runs.
+    code, reply = await api("POST", "launch", body={"hpc": "slowsinfo", "mem": "1G"})
+    assert (code, reply["status"]) == (200, "running"), reply
+
+    # sinfo fails once: that answer says so, the next refresh asks again and has partitions.
+    assert status["config"]["clusterOptions"]["flakysinfo"]["partitions"] is not None
+    clock.now += 2
+    code, status = await api("GET", "status", params={"refresh": "true"})
+    assert BUSY in status["config"]["clusterOptions"]["flakysinfo"]["partitionsError"]
+    code, status = await api("GET", "status")  # (within the TTL: a failure is not cached)
+    assert status["config"]["clusterOptions"]["flakysinfo"]["partitions"] is not None
