@@ -12,10 +12,14 @@ from dataclasses import dataclass
 # One squeue line per job. The job name is ours (validated), so it cannot hold the delimiter;
 # the reason comes last because it is free text and is allowed to.
 # (%S is the start time: of a running job, when it started; of a pending one, SLURM's estimate,
-# if its scheduler has made one. %b is what the job asked per node besides CPUs: its GPUs.)
+# if its scheduler has made one. %b is what the job asked per node besides CPUs: its GPUs. %k is
+# the job's comment, where a launch leaves its submit token.)
 SQUEUE_FIELDS = ("jobid", "state", "node", "time_left", "time_limit", "cpus", "memory",
-                 "start_time", "partition", "gres", "account", "qos", "name", "reason")
-SQUEUE_FORMAT = "%i|%T|%N|%L|%l|%C|%m|%S|%P|%b|%a|%q|%j|%r"
+                 "start_time", "partition", "gres", "account", "qos", "name", "comment", "reason")
+SQUEUE_FORMAT = "%i|%T|%N|%L|%l|%C|%m|%S|%P|%b|%a|%q|%j|%k|%r"
+# A launch's token, in the job's comment: a retry after an sbatch that timed out finds the job
+# that sbatch queued instead of queuing a second one.
+COMMENT_PREFIX = "jupyter-hpc-manager:"
 SQUEUE_DELIMITER = "|"
 
 # Where the job keeps its files on the cluster, relative to the user's home (the exec channel's
@@ -34,29 +38,27 @@ class JobState(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-_PENDING_STATES = frozenset({
-    "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-    "SUSPENDED", "STOPPED", "SIGNALING", "SPECIAL_EXIT", "RESV_DEL_HOLD", "STAGE_OUT",
-})
-_ENDED_STATES = frozenset({
+# The states in which SLURM has let the job go (or is letting it go: COMPLETING): its session is
+# over. SLURM adds states between releases; any state not listed here is a job SLURM still holds.
+ENDED_STATES = frozenset({
     "COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
     "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED",
 })
 
 
 def map_state(slurm_state: str) -> JobState:
-    """Map a SLURM job state (``%T``) to the contract's status.
-
-    A job that is still alive in any form counts as pending, never idle, so that nobody is
-    offered a second launch while SLURM still holds the first job."""
+    """Map a SLURM job state (``%T``) to the contract's status, by one rule: RUNNING runs, a
+    state of ENDED_STATES has ended (idle), and every other state, known to us or not
+    (PENDING, CONFIGURING, REQUEUE_HOLD, SUSPENDED, a state of a later SLURM), is a job that is
+    still alive: pending, never idle, so that nobody is offered a second launch while SLURM
+    holds the first job. The state itself is kept beside it (``SqueueJob.slurm_state``) and
+    shown as it is."""
     state = slurm_state.strip().upper().split(" ", 1)[0].rstrip("+")
     if state == "RUNNING":
         return JobState.RUNNING
-    if state in _ENDED_STATES:
+    if state in ENDED_STATES:
         return JobState.IDLE
-    if state in _PENDING_STATES:
-        return JobState.PENDING
-    raise ValueError(f"unknown SLURM job state {slurm_state!r}")
+    return JobState.PENDING
 
 
 class SlurmParseError(ValueError):
@@ -143,6 +145,7 @@ class SqueueJob:
     account: str | None = None
     qos: str | None = None
     estimated_start: str | None = None  # a pending job's expected start, where SLURM has one
+    token: str | None = None  # the submit token of the launch that queued it (its comment)
 
 
 def gpus_of(tres_per_node: str) -> str | None:
@@ -173,10 +176,9 @@ def parse_squeue_line(line: str) -> SqueueJob:
     f = dict(zip(SQUEUE_FIELDS, (x.strip() for x in fields), strict=True))
     if not re.fullmatch(r"\d+(?:_\d+)?", f["jobid"]):
         raise SlurmParseError(f"squeue printed a job id that is not a number: {f['jobid']!r}")
-    try:
-        state = map_state(f["state"])
-    except ValueError as exc:
-        raise SlurmParseError(str(exc)) from exc
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*\+?(?: by \d+)?", f["state"]):
+        raise SlurmParseError(f"squeue printed a job state we cannot read: {f['state']!r}")
+    state = map_state(f["state"])
     time_left_seconds = parse_duration(f["time_left"])
     time_limit_seconds = parse_duration(f["time_limit"])
     reason = _optional(f["reason"])
@@ -199,11 +201,32 @@ def parse_squeue_line(line: str) -> SqueueJob:
         account=_optional(f["account"]),
         qos=_optional(f["qos"]),
         estimated_start=_optional(f["start_time"]) if state is JobState.PENDING else None,
+        token=_token(f["comment"]),
     )
+
+
+def _token(comment: str) -> str | None:
+    comment = comment.strip()
+    return comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else None
 
 
 def parse_squeue(output: str) -> list[SqueueJob]:
     return [parse_squeue_line(line) for line in output.splitlines() if line.strip()]
+
+
+def job_gone(job: SqueueJob | None, absent_before: int) -> bool:
+    """The one rule for a job we follow, given what squeue now says of it (None: not listed)
+    and how many looks before this one in a row missed it: an ended state is believed at once;
+    absence on the second look in a row (squeue may miss a job for a moment: right after sbatch,
+    or while slurmctld restarts)."""
+    if job is None:
+        return absent_before >= 1
+    return job.state is JobState.IDLE
+
+
+def normal_duration(text: str, seconds: int | None) -> str:
+    """squeue prints 5 minutes as '5:00'; the contract speaks HH:MM:SS."""
+    return text if seconds is None else format_duration(seconds)
 
 
 def pick_job(jobs: Iterable[SqueueJob], job_name: str) -> SqueueJob | None:
@@ -396,6 +419,7 @@ def sbatch_argv(
     job_name: str,
     request: JobRequest,
     *,
+    token: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     argv = [
@@ -417,6 +441,8 @@ def sbatch_argv(
         argv.append(f"--qos={request.qos}")
     if request.gpus:
         argv.append(f"--gres=gpu:{request.gpus}")
+    if token:
+        argv.append(f"--comment={COMMENT_PREFIX}{token}")
     if request.workdir:
         # The job's working directory, where VS Code opens (sbatch runs in the home, so a
         # relative path is the home's).

@@ -61,9 +61,9 @@ def test_round_trip_durations():
 
 
 RUNNING = ("28692461|RUNNING|g-h-1-9-25|10:58:13|12:00:00|2|40G|2025-12-30T23:28:20|gpu|"
-           "gres:gpu:a100:1|proj-a|normal|hpc-code-gemini|None")
+           "gres:gpu:a100:1|proj-a|normal|hpc-code-gemini|jupyter-hpc-manager:ab12|None")
 PENDING = ("12|PENDING||12:00:00|12:00:00|64|40G|2026-12-01T10:00:00|debug|N/A|proj-b|"
-           "interactive|hpc-code-gemini|PartitionConfig")
+           "interactive|hpc-code-gemini||PartitionConfig")
 
 
 def test_parse_running_line():
@@ -100,26 +100,27 @@ def test_gpus_asked_from_squeue(tres, gpus):
 
 def test_completing_job_is_idle_and_not_picked():
     line = ("7|COMPLETING|vm|0:00|5:00|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|"
-            "hpc-code-gemini|None")
+            "hpc-code-gemini|(null)|None")
     job = slurm.parse_squeue_line(line)
     assert job.state is JobState.IDLE
     assert slurm.pick_job([job], "hpc-code-gemini") is None
 
 
 def test_time_left_invalid_at_the_limit_means_zero():
-    line = "8|RUNNING|vm|INVALID|1:00|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n|None"
+    line = "8|RUNNING|vm|INVALID|1:00|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n||None"
     assert slurm.parse_squeue_line(line).time_left_seconds == 0
 
 
 def test_unlimited_job():
-    line = "9|RUNNING|vm|UNLIMITED|UNLIMITED|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n|None"
+    line = ("9|RUNNING|vm|UNLIMITED|UNLIMITED|1|1G|2026-11-26T14:36:52|debug|N/A|proj|normal|n|"
+            "|None")
     job = slurm.parse_squeue_line(line)
     assert job.time_left_seconds is None and job.time_limit_seconds is None
 
 
 def test_reason_may_hold_the_delimiter():
     job = slurm.parse_squeue_line(
-        "5|PENDING||1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|n|odd|reason")
+        "5|PENDING||1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|n||odd|reason")
     assert job.reason == "odd|reason"
 
 
@@ -127,9 +128,9 @@ def test_reason_may_hold_the_delimiter():
     "line",
     [
         "1|RUNNING|vm|4:56",  # too few fields
-        "x1|RUNNING|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # job id not a number
-        "1|WEIRDSTATE|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # a state we do not know
-        "1|RUNNING|vm|soon|5:00|1|1G|N/A|debug|N/A|proj|normal|n|None",  # not a duration
+        "x1|RUNNING|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n||None",  # job id not a number
+        "1|running?|vm|4:56|5:00|1|1G|N/A|debug|N/A|proj|normal|n||None",  # not a state at all
+        "1|RUNNING|vm|soon|5:00|1|1G|N/A|debug|N/A|proj|normal|n||None",  # not a duration
     ],
 )
 def test_odd_squeue_output_is_an_error_not_idle(line):
@@ -157,11 +158,42 @@ def test_map_state(state, expected):
     assert slurm.map_state(state) is expected
 
 
+@pytest.mark.parametrize("state", ["REQUEUE_HOLD", "RESV_DEL_HOLD", "POWER_UP_NODE",
+                                   "SOME_STATE_OF_SLURM_27"])
+def test_a_state_we_never_saw_is_a_live_job_shown_as_it_is(state):
+    # SLURM adds states between releases: one we do not know is a job SLURM still holds
+    # (pending, never idle, so nobody launches a second job), not an error that takes the
+    # cluster down; its name is kept for the user to see.
+    job = slurm.parse_squeue_line(
+        f"3|{state}||1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|n||None")
+    assert job.state is JobState.PENDING and job.slurm_state == state
+    assert slurm.pick_job([job], "n") is job
+
+
+def test_submit_token_travels_in_the_comment():
+    argv = slurm.sbatch_argv("sbatch", "j", JobRequest(1, "1G", "00:10:00"), token="ab12")
+    assert "--comment=jupyter-hpc-manager:ab12" in argv
+    assert slurm.parse_squeue_line(RUNNING).token == "ab12"
+    assert slurm.parse_squeue_line(PENDING).token is None  # no comment: not one of our launches
+
+
+@pytest.mark.parametrize(("listed", "absent_before", "gone"), [
+    ("RUNNING", 0, False), ("PENDING", 3, False),  # listed and alive: here, whatever came before
+    ("COMPLETING", 0, True), ("CANCELLED", 0, True),  # an ended state: at once
+    (None, 0, False),  # missed once: squeue may miss a job for a moment
+    (None, 1, True),  # missed twice in a row: gone
+])
+def test_one_rule_for_a_job_that_squeue_misses(listed, absent_before, gone):
+    job = None if listed is None else slurm.parse_squeue_line(
+        f"3|{listed}||1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|n||None")
+    assert slurm.job_gone(job, absent_before) is gone
+
+
 def test_pick_job_prefers_running_then_oldest():
     def line(i, state, name="n"):
         node = "vm" if state == "RUNNING" else ""
         return slurm.parse_squeue_line(
-            f"{i}|{state}|{node}|1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|{name}|None")
+            f"{i}|{state}|{node}|1:00|1:00|1|1G|N/A|debug|N/A|proj|normal|{name}||None")
 
     jobs = [line(30, "PENDING"), line(20, "RUNNING"), line(10, "PENDING"),
             line(5, "RUNNING", name="other")]
