@@ -77,21 +77,24 @@ class ClusterStatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(await self.manager.cluster_status(refresh=refresh_argument(self)))
+        board = await self.manager.board(refresh=refresh_argument(self))
+        self.write_json(contract.cluster_status(board, self.manager.config.cache_ttl))
 
 
 class StatusHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(await self.manager.status(refresh=refresh_argument(self)))
+        # From memory, never waiting; refresh asks SLURM what the clusters offer, for a later call.
+        board = self.manager.status(refresh=refresh_argument(self))
+        self.write_json(contract.status(board, self.manager.config))
 
 
 class LaunchHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self.write_json(await self.manager.launch(self.json_body()))
+        self.write_json(contract.launch_reply(await self.manager.launch(self.json_body())))
 
 
 class CheckLaunchHandler(ReadHandler):
@@ -100,21 +103,21 @@ class CheckLaunchHandler(ReadHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self.write_json(await self.manager.check_launch(self.json_body()))
+        self.write_json(contract.launch_check(await self.manager.check_launch(self.json_body())))
 
 
 class SwitchHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, hpc: str) -> None:
-        self.write_json(await self.manager.switch(hpc))
+        self.write_json(contract.switch_reply(await self.manager.switch(hpc)))
 
 
 class StopHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, hpc: str | None = None) -> None:
-        self.write_json(await self.manager.stop(hpc, self.json_body()))
+        self.write_json(contract.stop_reply(await self.manager.stop(hpc, self.json_body())))
 
 
 class LoginHandler(HPCAPIHandler):
@@ -124,14 +127,14 @@ class LoginHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, hpc: str) -> None:
-        self.write_json(await self.manager.login(hpc, self.json_body()))
+        self.write_json(contract.login_reply(await self.manager.login(hpc, self.json_body())))
 
 
 class LogoutHandler(HPCAPIHandler):
     @web.authenticated
     @authorized
     async def post(self, hpc: str) -> None:
-        self.write_json(await self.manager.logout(hpc))
+        self.write_json(contract.login_reply(await self.manager.logout(hpc)))
 
 
 class NotFoundHandler(HPCAPIHandler):

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -44,6 +44,28 @@ class TTLCache(Generic[T]):
         self._inflight = None
         self._generation += 1
 
+    def is_asking(self) -> bool:
+        return self._inflight is not None
+
+    def peek(self) -> CacheHit[T] | None:
+        """The newest value, however old, without asking (None: there is none)."""
+        if self._stamp is None:
+            return None
+        return CacheHit(self._value, self.clock() - self._stamp, True)  # type: ignore[arg-type]
+
+    def start(self, fetch: Callable[[], Awaitable[T]], refresh: bool = False) -> None:
+        """Begin a query in the background when the value is missing or past its TTL (refresh:
+        past ``min_refresh``) and none runs; a later ``get`` or ``peek`` finds its answer. A
+        failure is kept by nobody."""
+        if self._inflight is not None:
+            return
+        if (self._stamp is not None
+                and self.clock() - self._stamp < (self.min_refresh if refresh else self.ttl)):
+            return
+        self._inflight = asyncio.ensure_future(self._fetch(fetch))
+        self._inflight.add_done_callback(_retrieve)
+        self._inflight_since = self.clock()
+
     async def get(self, fetch: Callable[[], Awaitable[T]], refresh: bool = False) -> CacheHit[T]:
         if self._stamp is not None:
             age = self.clock() - self._stamp
@@ -76,3 +98,9 @@ class TTLCache(Generic[T]):
         if inflight is not None and not inflight.done():
             inflight.cancel()
             await asyncio.gather(inflight, return_exceptions=True)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A background query's failure is seen here (its callers, if any, got it too)."""
+    if not future.cancelled():
+        future.exception()

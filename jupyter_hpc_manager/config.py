@@ -238,9 +238,10 @@ class HPCManager(LoggingConfigurable):
         "answer instead of asking SLURM again (so many tabs cannot flood the login node).",
     )
     launch_timeout = Float(
-        120.0, config=True,
-        help="Seconds a launch waits for its job to run and its IDE to come up before it answers "
-        "'pending' (the job stays queued).",
+        30.0, config=True,
+        help="Seconds a launch's request may take, from its start: by then it answers 'running' "
+        "or 'pending' (the job stays queued and the sidebar follows it). Keep it below the read "
+        "timeout of every proxy in front of Jupyter (nginx's proxy_read_timeout is 60 s).",
     )
     poll_interval = Float(
         1.0, config=True, help="Seconds between squeue polls while a launch waits."

@@ -1,23 +1,27 @@
-"""The REST contract's JSON shapes (camelCase, the contract's field names), made from our own
-objects in one place; the manager and the handlers never spell a contract field themselves."""
+"""The REST contract's JSON shapes (camelCase, the contract's field names), made in this one
+place from the typed models (models.py); nothing else spells a contract field."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from . import slurm
-from .slurm import JobState
+from .models import (
+    Board,
+    ClusterView,
+    LaunchCheck,
+    LaunchOutcome,
+    LoginDone,
+    LoginPrompt,
+    Offer,
+    Session,
+    StopOutcome,
+    utcnow_iso,
+)
+from .slurm import JobState, SqueueJob
 
 if TYPE_CHECKING:
-    from .cluster import Observation, Offer, Session
     from .config import ClusterConfig, HPCManager
-
-
-def utcnow_iso() -> str:
-    """Contract timestamps: ISO 8601 UTC with milliseconds and a Z."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def error_body(message: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -26,48 +30,51 @@ def error_body(message: str, details: dict[str, Any]) -> dict[str, Any]:
             "timestamp": utcnow_iso()}
 
 
-def normal_duration(text: str, seconds: int | None) -> str:
-    """squeue prints 5 minutes as '5:00'; the contract speaks HH:MM:SS."""
-    return text if seconds is None else slurm.format_duration(seconds)
+# -- status and cluster-status: both from the same view of each cluster -------------------------
+
+def cluster_status(board: Board, ttl: int) -> dict[str, Any]:
+    """`cluster-status`: each cluster as SLURM last described it (through the session held
+    there), when it was asked, and whether that came from the cache."""
+    entries = {v.name: cluster_entry(v) for v in board.views}
+    seen = [v for v in board.views if v.taken_at is not None]
+    return {**entries, "activeHpc": board.active,
+            "updatedAt": min((v.taken_at for v in seen if v.taken_at), default=utcnow_iso()),
+            "cached": bool(seen) and all(v.cached for v in seen),
+            "cacheAge": int(max((v.age for v in seen), default=0.0)), "cacheTtl": ttl}
 
 
-def session_entry(session: Session | None, url: str | None) -> dict[str, Any]:
-    """One cluster in `status`: the session this server holds there."""
-    if session is None:
-        return {"status": JobState.IDLE.value}
-    entry: dict[str, Any] = {
-        "status": session.status.value,
-        "jobId": session.job_id,
-        "node": session.node,
-        "cpus": session.cpus,
-        "memory": session.memory,
-        "walltime": session.walltime,
-        "startedAt": session.started_at,
-    }
-    entry.update(asked(session.partition, session.gpus, session.account, session.qos))
-    if url is not None:
-        entry["url"] = url
+def cluster_entry(view: ClusterView) -> dict[str, Any]:
+    """One cluster in `cluster-status`."""
+    if view.login == "required":
+        return _needs_login(view)
+    entry: dict[str, Any] = {"status": view.status.value}
+    if view.status in (JobState.PENDING, JobState.RUNNING):
+        if view.job is not None:
+            entry.update(_job_fields(view.job, view.age))
+        elif view.session is not None:  # held, and not seen by squeue since (a restart)
+            s = view.session
+            entry.update(jobId=s.job_id, node=s.node, timeLimit=s.walltime, cpus=s.cpus,
+                         memory=s.memory, startTime=s.started_at)
+            entry.update(asked(s.partition, s.gpus, s.account, s.qos))
+    _freshness(entry, view)
+    if view.url is not None:
+        entry["url"] = view.url
     return entry
 
 
-def cluster_entry(obs: Observation, age: float, url: str | None) -> dict[str, Any]:
-    """One cluster in `cluster-status`: what its squeue said (``age`` seconds ago)."""
-    if obs.error is not None:
-        return {"status": JobState.UNKNOWN.value, "error": obs.error}
-    job = obs.job
-    if job is None:
-        return {"status": JobState.IDLE.value}
-    entry: dict[str, Any] = {"status": job.state.value, "jobId": job.job_id, "node": job.node}
+def _job_fields(job: SqueueJob, age: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {"jobId": job.job_id, "node": job.node,
+                             "slurmState": job.slurm_state}
     left = job.time_left_seconds
     if job.state is JobState.RUNNING and left is not None:
-        # A cached answer still counts down: take off the time since squeue was asked.
+        # An older answer still counts down: take off the time since squeue was asked.
         left = max(0, left - int(age))
         entry.update(timeLeft=slurm.format_duration(left), timeLeftSeconds=left,
                      timeLeftHuman=slurm.format_human(left))
     elif job.state is JobState.RUNNING:
         entry.update(timeLeft=job.time_left, timeLeftSeconds=None, timeLeftHuman=job.time_left)
     entry.update(
-        timeLimit=normal_duration(job.time_limit, job.time_limit_seconds),
+        timeLimit=slurm.normal_duration(job.time_limit, job.time_limit_seconds),
         timeLimitSeconds=job.time_limit_seconds,
         cpus=job.cpus,
         memory=job.memory,
@@ -78,9 +85,59 @@ def cluster_entry(obs: Observation, age: float, url: str | None) -> dict[str, An
         entry["reason"] = job.reason
         entry["reasonText"] = slurm.explain_reason(job.reason)
         entry["estimatedStart"] = job.estimated_start
-    if url is not None:
-        entry["url"] = url
     return entry
+
+
+def _freshness(entry: dict[str, Any], view: ClusterView) -> None:
+    """A held session that SLURM has not confirmed since its last word is `stale`, with why;
+    an unknown cluster says why; a logged-in cluster says so."""
+    if view.stale:
+        entry["stale"] = True
+    if view.error is not None and (view.stale or view.status is JobState.UNKNOWN):
+        entry["error"] = view.error
+    if view.login is not None:
+        entry["login"] = view.login
+
+
+def session_entry(view: ClusterView) -> dict[str, Any]:
+    """One cluster in `status`: the session this server holds there."""
+    if view.login == "required":
+        return _needs_login(view)
+    s = view.session
+    if s is None:
+        entry: dict[str, Any] = {"status": (JobState.UNKNOWN if view.status is JobState.UNKNOWN
+                                            else JobState.IDLE).value}
+    else:
+        entry = _session_fields(s)
+    _freshness(entry, view)
+    if view.url is not None:
+        entry["url"] = view.url
+    return entry
+
+
+def _session_fields(s: Session) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "status": s.status.value,
+        "jobId": s.job_id,
+        "node": s.node,
+        "cpus": s.cpus,
+        "memory": s.memory,
+        "walltime": s.walltime,
+        "startedAt": s.started_at,
+    }
+    entry.update(asked(s.partition, s.gpus, s.account, s.qos))
+    return entry
+
+
+def _needs_login(view: ClusterView) -> dict[str, Any]:
+    """A cluster that needs a login (status and cluster-status alike): unknown (never idle),
+    the reason, and the job we hold there, without a URL that cannot work now."""
+    kept: dict[str, Any] = {}
+    if view.session is not None:
+        s = view.session
+        kept = {"jobId": s.job_id, "node": s.node, "cpus": s.cpus, "memory": s.memory,
+                "walltime": s.walltime, "startedAt": s.started_at}
+    return {**kept, "status": JobState.UNKNOWN.value, "error": view.error, "login": "required"}
 
 
 def asked(partition: str | None, gpus: str | None, account: str | None,
@@ -90,17 +147,10 @@ def asked(partition: str | None, gpus: str | None, account: str | None,
     return {k: v for k, v in found.items() if v is not None}
 
 
-def cluster_status(entries: dict[str, dict[str, Any]], *, active: str | None, updated_at: str,
-                   cached: bool, age: float, ttl: int) -> dict[str, Any]:
-    return {**entries, "activeHpc": active, "updatedAt": updated_at, "cached": cached,
-            "cacheAge": int(age), "cacheTtl": ttl}
-
-
-def status(entries: dict[str, dict[str, Any]], active: str | None,
-           config: HPCManager, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def status(board: Board, config: HPCManager) -> dict[str, Any]:
     return {
-        "sessions": entries,
-        "activeHpc": active,
+        "sessions": {v.name: session_entry(v) for v in board.views},
+        "activeHpc": board.active,
         "config": {
             "defaultHpc": config.default_cluster,
             "defaultCpus": config.default_cpus,
@@ -108,7 +158,9 @@ def status(entries: dict[str, dict[str, Any]], active: str | None,
             "defaultTime": config.default_time,
             "maxCpus": config.max_cpus,
             "clusters": list(config.clusters),
-            "clusterOptions": options,
+            "clusterOptions": {
+                name: cluster_options(config.clusters[name], offer, asking)
+                for name, (offer, asking) in board.offers.items()},
         },
     }
 
@@ -128,42 +180,48 @@ def partition(p: slurm.Partition) -> dict[str, Any]:
     }
 
 
-def cluster_options(cluster: ClusterConfig, offer: Offer | str) -> dict[str, Any]:
+def cluster_options(cluster: ClusterConfig, offer: Offer | str,
+                    asking: bool = False) -> dict[str, Any]:
     """What a cluster offers a launch: its partitions (null, with partitionsError, where sinfo
-    could not be asked: the plain fields still launch), the user's accounts and QOS (null where
-    SLURM keeps no accounting: type them), the admin's presets, and the cluster's defaults."""
+    could not be asked or has not answered yet: the plain fields still launch;
+    partitionsPending while it is being asked), the user's accounts and QOS (null where SLURM
+    keeps no accounting: type them), the admin's presets, and the cluster's defaults."""
     options: dict[str, Any] = {
         "partitions": None, "accounts": None, "qos": None,
         "presets": {name: dict(p) for name, p in cluster.presets.items()},
         "defaultPartition": cluster.partition or None,
         "defaultAccount": cluster.account or None,
         "defaultQos": cluster.qos or None,
+        "partitionsPending": asking,
     }
     if isinstance(offer, str):
         options["partitionsError"] = offer
-    elif offer.partitions is None:
+        return options
+    if offer.error is not None:  # (beside partitions: the last good answer, which stands)
         options["partitionsError"] = offer.error
-    else:
+    if offer.partitions is not None:
         options.update(partitions=[partition(p) for p in offer.partitions],
                        accounts=offer.accounts, qos=offer.qos)
     return options
 
 
-def launch_reply(status: str, session: Session, url: str | None = None,
-                 reason: str | None = None) -> dict[str, Any]:
+# -- replies to what a user asks ----------------------------------------------------------------
+
+def launch_reply(outcome: LaunchOutcome) -> dict[str, Any]:
     """`running`/`connected` (with the IDE's url) or `pending` (with SLURM's reason)."""
-    reply: dict[str, Any] = {"status": status, "jobId": session.job_id, "node": session.node,
-                             "hpc": session.hpc}
-    if url is not None:
-        reply["url"] = url
-    if status == "pending":
-        reply["reason"] = reason
-        reply["reasonText"] = slurm.explain_reason(reason)
+    reply: dict[str, Any] = {"status": outcome.status, "jobId": outcome.job_id,
+                             "node": outcome.node, "hpc": outcome.hpc}
+    if outcome.url is not None:
+        reply["url"] = outcome.url
+    if outcome.status == "pending":
+        reply["reason"] = outcome.reason
+        reply["reasonText"] = slurm.explain_reason(outcome.reason)
     return reply
 
 
-def launch_check(hpc: str, request: slurm.JobRequest) -> dict[str, Any]:
-    return {"ok": True, "hpc": hpc, "request": {
+def launch_check(check: LaunchCheck) -> dict[str, Any]:
+    request = check.request
+    return {"ok": True, "hpc": check.hpc, "request": {
         "cpus": str(request.cpus), "mem": request.mem, "time": request.time,
         "partition": request.partition, "gpus": request.gpus, "account": request.account,
         "qos": request.qos, "workdir": request.workdir}}
@@ -173,24 +231,23 @@ def switch_reply(hpc: str) -> dict[str, Any]:
     return {"status": "switched", "hpc": hpc}
 
 
-def stop_reply(hpc: str, cancelled: list[str] | None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"status": "stopped", "hpc": hpc}
-    if cancelled is not None:
-        reply["cancelledJobs"] = cancelled
+def stop_reply(outcome: StopOutcome) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": "stopped", "hpc": outcome.hpc}
+    if outcome.cancelled is not None:
+        reply["cancelledJobs"] = outcome.cancelled
     return reply
 
 
-def login_reply(hpc: str) -> dict[str, Any]:
-    return {"status": "connected", "hpc": hpc}
-
-
-def logout_reply(hpc: str) -> dict[str, Any]:
-    return {"status": "disconnected", "hpc": hpc}
-
-
-def needs_login(entry: dict[str, Any], why: str) -> dict[str, Any]:
-    """A cluster entry (status or cluster-status) for a cluster that needs a login: unknown
-    (never idle), the reason, and the job we hold there, without a URL that cannot work now."""
-    kept: dict[str, Any] = {k: entry[k] for k in ("jobId", "node", "cpus", "memory", "walltime",
-                                                  "startedAt") if k in entry}
-    return {**kept, "status": JobState.UNKNOWN.value, "error": why, "login": "required"}
+def login_reply(outcome: LoginPrompt | LoginDone) -> dict[str, Any]:
+    if isinstance(outcome, LoginDone):
+        return {"status": "connected" if outcome.connected else "disconnected",
+                "hpc": outcome.hpc}
+    return {
+        "status": "prompt",
+        "loginId": outcome.login_id,
+        "host": outcome.host,
+        "title": outcome.title,
+        "instructions": outcome.instructions,
+        "prompts": [{"text": text, "echo": echo} for text, echo in outcome.prompts],
+        "expiresIn": outcome.expires_in,
+    }

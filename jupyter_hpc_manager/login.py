@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LockError, ValidationError
+from .models import LoginPrompt
 
 Handler = Callable[[str, str, list[tuple[str, bool]]], list[str]]
 
@@ -115,13 +116,6 @@ class LoginAttempt:
         self._asking = None
         self._answers.put(None)
 
-    def reply(self, round_: Round) -> dict[str, Any]:
-        return {
-            "status": "prompt",
-            "loginId": self.id,
-            "host": round_.host,
-            "title": round_.title,
-            "instructions": round_.instructions,
-            "prompts": [{"text": text, "echo": echo} for text, echo in round_.prompts],
-            "expiresIn": max(0, round(self.deadline - time.monotonic())),
-        }
+    def prompt(self, round_: Round) -> LoginPrompt:
+        return LoginPrompt(self.id, round_.host, round_.title, round_.instructions,
+                           round_.prompts, max(0, round(self.deadline - time.monotonic())))

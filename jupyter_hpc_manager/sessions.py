@@ -14,12 +14,22 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import contract, validation
-from .cache import CacheHit, TTLCache
-from .cluster import Cluster, Observation, Offer, Services, Session
+from . import validation
+from .cache import TTLCache
+from .cluster import Cluster, Services
 from .config import HPCManager
 from .errors import HPCError, NotFoundError, StateError, ValidationError
 from .ide import IDE
+from .models import (
+    Board,
+    ClusterView,
+    LaunchCheck,
+    LaunchOutcome,
+    LoginDone,
+    LoginPrompt,
+    Session,
+    StopOutcome,
+)
 from .slurm import JobRequest
 from .ssh import SSHConnection, SSHSettings
 from .state import StateStore
@@ -37,9 +47,11 @@ class SessionManager:
         self.commands: collections.Counter[str] = collections.Counter()
         self.connections_opened = 0
         self._count_lock = threading.Lock()
+        self._version = 0  # of the record: the newest is never overwritten by an older one
         services = Services(settings=config, log=log, clock=clock, blocking=self._blocking,
                             commands=self.commands, changed=self._changed,
                             ide_url=self.ide_url)
+        self.services = services
         ssh_settings = SSHSettings(
             connect_timeout=config.ssh_timeout,
             command_timeout=config.command_timeout,
@@ -91,12 +103,19 @@ class SessionManager:
         }
 
     async def _save(self) -> None:
-        await self._blocking(self.store.save, self._record())
+        """Write the record as it is now. Writes run in the executor and may finish out of
+        order: each carries its version, and the store keeps the newest."""
+        self._version += 1
+        await self._blocking(self.store.save, self._record(), self._version)
 
     async def _changed(self, cluster: Cluster) -> None:
         """A cluster's session changed: the active role moves off a cluster without a running
-        session, and the record is written."""
-        if self.active_hpc == cluster.name and not (cluster.session and cluster.session.running):
+        session (and to one that runs when there is none: a pending launch that ran later),
+        and the record is written."""
+        runs = cluster.session is not None and cluster.session.running
+        if self.active_hpc is None and runs:
+            self.active_hpc = cluster.name
+        elif self.active_hpc == cluster.name and not runs:
             running = [c.name for c in self.clusters.values()
                        if c.session is not None and c.session.running]
             self.active_hpc = running[0] if running else None
@@ -115,43 +134,21 @@ class SessionManager:
     def ide_url(self, hpc: str) -> str:
         return f"{self.base_url.rstrip('/')}/hpc/{hpc}/code/"
 
-    def _url(self, cluster: Cluster, job_id: str | None = None) -> str | None:
-        """The IDE's URL, for a running session this server holds (and that job, if given)."""
-        s = cluster.session
-        if s is None or not s.running or (job_id is not None and s.job_id != job_id):
-            return None
-        return self.ide_url(cluster.name)
+    # -- what every answer about the clusters is made from -----------------------------------
+    async def board(self, refresh: bool = False) -> Board:
+        """Every cluster's view after one squeue each (from each cluster's cache within the
+        TTL). A cluster whose query has not answered within status_wait of its start is shown
+        from what it last said (a held session as last known, stale) and its query goes on:
+        one hung login node holds up neither the others nor the next calls (which join its
+        query and do not wait for it again)."""
+        views = await asyncio.gather(*(self._view(c, refresh) for c in self.clusters.values()))
+        return Board(list(views), self.active_hpc)
 
-    # -- the contract ------------------------------------------------------------------------
-    async def cluster_status(self, refresh: bool = False) -> dict[str, Any]:
-        """One squeue per cluster (from each cluster's cache within the TTL). A cluster whose
-        query has not answered within status_wait of its start is shown by its last answer, or
-        as unknown, and its query goes on: one hung login node holds up neither the others nor
-        the next calls (which join its query and do not wait for it again)."""
-        answers = await asyncio.gather(*(self._ask(c, refresh) for c in self.clusters.values()))
-        entries: dict[str, dict[str, Any]] = {}
-        hits: list[CacheHit[Observation]] = []
-        for cluster, (hit, asked) in zip(self.clusters.values(), answers, strict=True):
-            name = cluster.name
-            login = cluster.login_state()
-            if login == "required":
-                entries[name] = self._needs_login(cluster)
-                continue
-            if hit is None:
-                entries[name] = {"status": "unknown", "error": (
-                    f"{name} has not answered yet (asked {asked:.0f} s ago); still asking")}
-                continue
-            hits.append(hit)
-            job = hit.value.job
-            entries[name] = contract.cluster_entry(
-                hit.value, hit.age, self._url(cluster, job.job_id) if job else None)
-            if login is not None:
-                entries[name]["login"] = login
-        return contract.cluster_status(
-            entries, active=self.active_hpc,
-            updated_at=min((h.value.taken_at for h in hits), default=contract.utcnow_iso()),
-            cached=bool(hits) and all(h.cached for h in hits),
-            age=max((h.age for h in hits), default=0.0), ttl=self.config.cache_ttl)
+    async def _view(self, cluster: Cluster, refresh: bool) -> ClusterView:
+        if cluster.node.login_state() == "required":
+            return cluster.view()  # not asked: it cannot be, until the user logs in
+        hit = await self._bounded(cluster.squeue_cache, cluster.observe(refresh))
+        return cluster.view(hit, cluster.squeue_cache.asking_for() if hit is None else 0.0)
 
     async def _bounded(self, cache: TTLCache[Any], ask: Awaitable[T]) -> T | None:
         """What a cluster's cached query answers, waiting at most until status_wait after that
@@ -166,54 +163,13 @@ class SessionManager:
         query.cancel()
         return None
 
-    async def _ask(self, cluster: Cluster,
-                   refresh: bool) -> tuple[CacheHit[Observation] | None, float]:
-        """The cluster's squeue answer (bounded); else its last answer (None if it has none),
-        and for how long it has been asked. A cluster that needs a login is not asked."""
-        if cluster.login_state() == "required":
-            return None, 0.0
-        hit = await self._bounded(cluster.status, cluster.observe(refresh))
-        if hit is not None:
-            return hit, 0.0
-        return cluster.previous(), cluster.status.asking_for()
-
-    def _needs_login(self, cluster: Cluster) -> dict[str, Any]:
-        """The entry (status and cluster-status alike) of a cluster that needs a login."""
-        assert cluster.login_required is not None
-        return contract.needs_login(contract.session_entry(cluster.session, None),
-                                    cluster.login_required)
-
-    async def status(self, refresh: bool = False) -> dict[str, Any]:
-        """The sessions this server holds, and what each cluster offers a launch (its
-        partitions from one sinfo, cached like squeue and waited for at most status_wait)."""
-        offers = await asyncio.gather(*(self._offer(c, refresh) for c in self.clusters.values()))
-        options = {c.name: contract.cluster_options(c.config, offer)
-                   for c, offer in zip(self.clusters.values(), offers, strict=True)}
-        return self._sessions(options)
-
-    async def _offer(self, cluster: Cluster, refresh: bool) -> Offer | str:
-        """The cluster's offer, or why there is none (yet)."""
-        if cluster.login_state() == "required":
-            return "log in to see what this cluster offers"
-        try:
-            hit = await self._bounded(cluster.offer, cluster.offers(refresh))
-        except HPCError as exc:
-            return exc.message
-        if hit is None:
-            return f"{cluster.name} has not answered yet; still asking"
-        return hit.value
-
-    def _sessions(self, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        entries = {}
-        for name, c in self.clusters.items():
-            login = c.login_state()
-            if login == "required":
-                entries[name] = self._needs_login(c)
-                continue
-            entries[name] = contract.session_entry(c.session, self._url(c))
-            if login is not None:
-                entries[name]["login"] = login
-        return contract.status(entries, self.active_hpc, self.config, options)
+    def status(self, refresh: bool = False) -> Board:
+        """The sessions this server holds and what each cluster offers a launch, from memory:
+        nothing here waits for a cluster. Partitions not known yet are asked for in the
+        background (partitionsPending) and come with a later call."""
+        views = [c.view() for c in self.clusters.values()]
+        offers = {c.name: c.offer_now(refresh) for c in self.clusters.values()}
+        return Board(views, self.active_hpc, offers)
 
     def parse_launch(self, body: dict[str, Any]) -> tuple[Cluster, JobRequest]:
         """The cluster and the request: the body's fields, then the preset's, then the
@@ -235,24 +191,24 @@ class SessionManager:
         values.update({k: body[k] for k in validation.PRESET_FIELDS if k in body})
         return cluster, validation.parse_request(values, c.max_cpus)
 
-    async def check_launch(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def check_launch(self, body: dict[str, Any]) -> LaunchCheck:
         """What a launch with this body would ask for, or the 400 it would get; nothing is
         submitted (the sidebar checks its form with it: one set of rules, the server's)."""
         cluster, request = self.parse_launch(body)
         await cluster.check(request)
-        return contract.launch_check(cluster.name, request)
+        return LaunchCheck(cluster.name, request)
 
-    async def launch(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def launch(self, body: dict[str, Any]) -> LaunchOutcome:
         cluster, request = self.parse_launch(body)
-        reply = await cluster.launch(request)
-        if reply["status"] != "pending":
+        outcome = await cluster.launch(request)
+        if outcome.status != "pending":
             self.active_hpc = cluster.name
             await self._save()
-        return reply
+        return outcome
 
-    async def switch(self, hpc: Any) -> dict[str, Any]:
+    async def switch(self, hpc: Any) -> str:
         cluster = self._cluster(hpc)
-        cluster.need_login()
+        cluster.node.need_login()
         await cluster.observe()  # (from the cache; a session that ended is not switched to)
         session = cluster.session
         if session is None or not session.running:
@@ -266,18 +222,18 @@ class SessionManager:
                 raise
         self.log.info("jupyter-hpc-manager: switched to %s (job %s)", cluster.name,
                       session.job_id)
-        return contract.switch_reply(cluster.name)
+        return cluster.name
 
-    async def stop(self, hpc: Any, body: dict[str, Any]) -> dict[str, Any]:
+    async def stop(self, hpc: Any, body: dict[str, Any]) -> StopOutcome:
         cancel = validation.parse_bool(body.get("cancelJob", False), "cancelJob")
         if hpc is None:
             hpc = self.active_hpc or self.config.default_cluster
         return await self._cluster(hpc).stop(cancel)
 
-    async def login(self, hpc: Any, body: dict[str, Any]) -> dict[str, Any]:
+    async def login(self, hpc: Any, body: dict[str, Any]) -> LoginPrompt | LoginDone:
         return await self._cluster(hpc).login(body)
 
-    async def logout(self, hpc: Any) -> dict[str, Any]:
+    async def logout(self, hpc: Any) -> LoginDone:
         return await self._cluster(hpc).logout()
 
     async def ide(self, hpc: str | None) -> IDE:

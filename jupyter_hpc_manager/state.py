@@ -20,6 +20,7 @@ class StateStore:
         self.path = path
         self.log = log
         self._lock = threading.Lock()
+        self._written = 0  # the version of the record on disk (see save)
 
     def load(self) -> dict[str, Any]:
         try:
@@ -37,12 +38,16 @@ class StateStore:
             return {}
         return record
 
-    def save(self, record: dict[str, Any]) -> None:
+    def save(self, record: dict[str, Any], version: int | None = None) -> None:
         """Write to a temporary file beside the record, fsync, then rename over it: a crash at
-        any moment leaves either the old record or the new one, never a torn one."""
+        any moment leaves either the old record or the new one, never a torn one. With
+        ``version`` (increasing with each record made), a record older than the one written
+        is dropped: writes from several threads never leave an older record last."""
         data = json.dumps({"version": VERSION, **record}, indent=1, sort_keys=True)
         directory = os.path.dirname(self.path) or "."
         with self._lock:
+            if version is not None and version <= self._written:
+                return
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
@@ -53,6 +58,8 @@ class StateStore:
                         os.fsync(f.fileno())
                     os.chmod(tmp, 0o600)
                     os.replace(tmp, self.path)
+                    if version is not None:
+                        self._written = version
                 except BaseException:
                     os.unlink(tmp)
                     raise

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -74,10 +75,12 @@ class StepClock:
 
 
 def step_clock(manager) -> StepClock:
-    """Give every cluster's status caches (squeue's and sinfo's) a clock the test moves."""
+    """Give the manager (the clusters' ages) and every cluster's caches (squeue's and sinfo's)
+    a clock the test moves."""
     clock = StepClock()
+    manager.services.clock = clock
     for cluster in manager.clusters.values():
-        cluster.status.clock = cluster.offer.clock = clock
+        cluster.squeue_cache.clock = cluster.sinfo_cache.clock = clock
     return clock
 
 
@@ -201,6 +204,21 @@ def api(jp_fetch):
         return response.code, (json.loads(text) if text else None)
 
     return call
+
+
+async def settled_status(api, refresh: bool = False) -> dict:
+    """`status` once every cluster's partitions are in (or have failed): status answers from
+    memory and asks sinfo in the background (partitionsPending) for a later call."""
+    params = {"refresh": "true"} if refresh else None
+    for _ in range(200):
+        code, status = await api("GET", "status", params=params)
+        assert code == 200, status
+        options = status["config"]["clusterOptions"]
+        if not any(o["partitionsPending"] for o in options.values()):
+            return status
+        params = None
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"partitions still pending after 20 s: {options}")
 
 
 async def whoami(jp_fetch, hpc: str) -> tuple[int, dict | None]:

@@ -81,9 +81,13 @@ async def test_sshd_down_is_unknown_and_refuses_launch_then_recovers(api, jp_fet
     stop_sshd()
     try:
         code, status = await api("GET", "cluster-status", params={"refresh": "true"})
+        # No session there: unknown. The running session: as last known, stale, never idle.
+        assert status["gemini"]["status"] == "unknown", status["gemini"]
+        assert (status["echo1"]["status"], status["echo1"]["jobId"]) == ("running",
+                                                                         reply["jobId"])
+        assert status["echo1"]["stale"] is True
         for hpc in ("gemini", "echo1"):
-            assert status[hpc]["status"] == "unknown", status[hpc]
-            assert "2222" in status[hpc]["error"]
+            assert "2222" in status[hpc]["error"], status[hpc]
         code, refused = await api("POST", "launch", body={"hpc": "gemini", "mem": "1G"})
         assert code == 502 and refused["details"]["type"] == "SshError"
         assert [j["id"] for j in slurm_jobs()] == [reply["jobId"]]  # nothing submitted

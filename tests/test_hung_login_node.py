@@ -81,3 +81,23 @@ async def test_a_hung_login_node_is_unknown_in_time_and_slows_no_other_cluster(
     assert "did not start SSH within 15 s" in later["hung"]["error"]
     assert later["echo1"]["status"] == "running"
     assert manager.commands["sbatch"] == 1
+
+
+async def test_status_answers_from_memory_while_a_login_node_hangs(api, manager):
+    # status never waits for a cluster: the hung node's sinfo is asked in the background
+    # (partitionsPending), and the healthy clusters' partitions come with later calls while
+    # the hung node's connection attempt (bounded by ssh_timeout, 15 s) still runs.
+    code, first = await api("GET", "status")
+    assert code == 200
+    hung = first["config"]["clusterOptions"]["hung"]
+    assert (hung["partitions"], hung["partitionsPending"]) == (None, True)
+    for _ in range(100):
+        code, status = await api("GET", "status")
+        options = status["config"]["clusterOptions"]
+        if options["echo1"]["partitions"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert [p["name"] for p in options["echo1"]["partitions"]] == ["debug", "gpu", "long"]
+    assert options["hung"]["partitionsPending"] is True
+    assert manager.clusters["hung"].sinfo_cache.is_asking()  # it has not answered yet
+    assert status["sessions"]["hung"] == {"status": "idle"}

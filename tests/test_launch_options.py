@@ -6,10 +6,11 @@ account, QOS, folder and presets reaching the job, and a pending job's estimated
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
-from conftest import step_clock, whoami
+from conftest import settled_status, step_clock, whoami
 from jupyter_process import home_file, slurm_jobs, squeue_of
 
 
@@ -22,6 +23,8 @@ def cluster_settings(cluster_settings: dict) -> dict:
                           "time": "00:30:00"},
             "long-day": {"partition": "long", "time": "1-12:00:00", "mem": "2G"}}),
         "echo2": cluster_settings["echo2"],
+        # SLURM without accounting here: sacctmgr fails (and says so in the log).
+        "noacct": dict(echo, job_name="test-hpc-noacct", sacctmgr="/bin/false"),
         # A site whose sinfo fails (or is not installed): the plain fields still launch.
         "nosinfo": dict(echo, job_name="test-hpc-nosinfo", sinfo="/bin/false"),
     }
@@ -32,10 +35,15 @@ async def launch(api, **body):
     return code, reply
 
 
-async def test_what_the_cluster_offers_comes_from_sinfo(api, manager):
+async def test_what_the_cluster_offers_comes_from_sinfo(api, manager, caplog):
+    caplog.set_level(logging.INFO)
     clock = step_clock(manager)
-    code, status = await api("GET", "status")
+    status = await settled_status(api)
     options = status["config"]["clusterOptions"]
+    # A failing sacctmgr: accounts and QOS are typed, not chosen, and the admin reads why.
+    assert options["noacct"]["partitions"] is not None
+    assert (options["noacct"]["accounts"], options["noacct"]["qos"]) == (None, None)
+    assert "sacctmgr on noacct exited 1" in caplog.text
     parts = {p["name"]: p for p in options["echo1"]["partitions"]}
     assert list(parts) == ["debug", "gpu", "long"]
     assert parts["debug"] == {"name": "debug", "default": True, "maxTime": "12:00:00",
@@ -48,15 +56,15 @@ async def test_what_the_cluster_offers_comes_from_sinfo(api, manager):
     # The user's accounts and QOS, from SLURM's accounting (slurmdbd).
     assert options["echo1"]["accounts"] == ["proj-a", "proj-b"]
     assert sorted(options["echo1"]["qos"]) == ["interactive", "normal"]
-    # Asked once, then from the cache (with the status TTL); refresh=true asks again.
-    clock.now += 60
-    await api("GET", "status")
-    # One per cluster, then from the cache; the failing one is asked again (a failure is never
-    # remembered).
+    # Asked once per cluster, then from the cache (with the status TTL); the failing one is
+    # asked again (a failure is never cached); refresh=true asks every cluster again.
     assert manager.commands["sinfo"] == 4
+    clock.now += 60
+    await settled_status(api)
+    assert manager.commands["sinfo"] == 5
     clock.now += 2  # (refreshes within refresh_min_interval share one query)
-    await api("GET", "status", params={"refresh": "true"})
-    assert manager.commands["sinfo"] == 7
+    await settled_status(api, refresh=True)
+    assert manager.commands["sinfo"] == 9
     # A cluster whose sinfo fails says why, and still launches with the plain fields.
     assert options["nosinfo"]["partitions"] is None
     assert "sinfo on nosinfo failed" in options["nosinfo"]["partitionsError"]

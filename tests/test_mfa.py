@@ -239,11 +239,14 @@ async def test_a_dropped_connection_needs_a_login_and_the_job_is_found_again(
     opened = mfa.connections("mfakey")
 
     assert mfa.drop_connections("mfakey") > 0
-    for _ in range(50):
-        code, status = await api("GET", "cluster-status", params={"refresh": "true"})
-        if status["mfakey"].get("login") == "required":
+    # Noticed by the connection's own end, with no request asking: reads change nothing.
+    node = manager.clusters["mfakey"].node
+    for _ in range(100):
+        if node.login_required is not None:
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
+    assert node.login_required is not None and "log in again" in node.login_required
+    code, status = await api("GET", "cluster-status", params={"refresh": "true"})
     entry = status["mfakey"]
     assert entry["status"] == "unknown" and entry["jobId"] == job, entry  # never idle
     assert "log in again" in entry["error"] and "url" not in entry

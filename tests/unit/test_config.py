@@ -107,6 +107,8 @@ def test_proxy_jump_takes_several_hops_in_order():
 
 def test_login_timeout_must_be_positive():
     assert make().login_timeout == 120.0
+    # A launch's request ends well before a proxy's read timeout (nginx's is 60 s).
+    assert make().launch_timeout <= 30.0
     with pytest.raises(TraitError, match="login_timeout"):
         make(login_timeout=0)
 

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from jupyter_hpc_manager import contract
 from jupyter_hpc_manager.errors import LockError, ValidationError
 from jupyter_hpc_manager.login import LoginAttempt
 
@@ -33,10 +34,11 @@ async def test_rounds_and_answers_cross_between_thread_and_loop():
     attempt.task = thread_task(loop, server)
     first = await attempt.next_round()
     assert first is not None and first.prompts == (("Password: ", False),)
-    reply = attempt.reply(first)
+    reply = contract.login_reply(attempt.prompt(first))
     assert (reply["status"], reply["title"], reply["instructions"], reply["host"]) == (
         "prompt", "T", "I", "login node u@h:22")
     assert reply["prompts"] == [{"text": "Password: ", "echo": False}]
+    assert reply["loginId"] == attempt.id and 0 < reply["expiresIn"] <= 10
     with pytest.raises(ValidationError, match="1 string"):
         attempt.answer(["a", "b"])
     with pytest.raises(ValidationError):
