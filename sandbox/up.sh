@@ -209,17 +209,34 @@ if ! alive /run/slurm/slurmdbd.pid; then
   /usr/sbin/slurmdbd
   for _ in $(seq 1 100); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.2; done
 fi
-# The cluster, two accounts, a QOS, and every sandbox user in both accounts.
-sacctmgr -i -Q add cluster sandbox >/dev/null 2>&1 || true
-sacctmgr -i -Q add account proj-a,proj-b cluster=sandbox \
-  description="sandbox project" organization=sandbox >/dev/null 2>&1 || true
-sacctmgr -i -Q add qos interactive >/dev/null 2>&1 || true
-for u in root "$SANDBOX_USER" "$MFA_USER" $HUB_USERS; do
-  sacctmgr -i -Q add user "$u" account=proj-a,proj-b defaultaccount=proj-a cluster=sandbox \
-    >/dev/null 2>&1 || true
-  sacctmgr -i -Q modify user "$u" set qos=normal,interactive defaultqos=normal >/dev/null 2>&1 \
-    || true
+# The cluster, two accounts, a QOS, and every sandbox user in both accounts. (Each add may
+# fail quietly when it exists already; on a fresh database one can also fail while slurmdbd
+# settles: the whole set is tried again until every user has both accounts.)
+add_accounts() {
+  sacctmgr -i -Q add cluster sandbox >/dev/null 2>&1 || true
+  sacctmgr -i -Q add account proj-a,proj-b cluster=sandbox \
+    description="sandbox project" organization=sandbox >/dev/null 2>&1 || true
+  sacctmgr -i -Q add qos interactive >/dev/null 2>&1 || true
+  for u in root "$SANDBOX_USER" "$MFA_USER" $HUB_USERS; do
+    sacctmgr -i -Q add user "$u" account=proj-a,proj-b defaultaccount=proj-a cluster=sandbox \
+      >/dev/null 2>&1 || true
+    sacctmgr -i -Q modify user "$u" set qos=normal,interactive defaultqos=normal >/dev/null 2>&1 \
+      || true
+  done
+}
+accounts_ok() {
+  local u have
+  for u in root "$SANDBOX_USER" "$MFA_USER" $HUB_USERS; do
+    have=$(sacctmgr -n -P list assoc user="$u" format=account 2>/dev/null)
+    grep -qx proj-a <<<"$have" && grep -qx proj-b <<<"$have" || return 1
+  done
+}
+for _ in $(seq 1 30); do
+  add_accounts
+  accounts_ok && break
+  sleep 1
 done
+accounts_ok || { echo "SLURM accounts could not be made; see /var/log/slurm/slurmdbd.log" >&2; exit 1; }
 
 # --- SLURM ----------------------------------------------------------------------------------------
 conf=$(cat <<CONF
