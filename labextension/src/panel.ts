@@ -78,10 +78,40 @@ export class HPCPanel extends Widget {
       for (const hpc of status.config.clusters) {
         this._card(hpc);
       }
+      void this._followOptions(status);
     } catch (error) {
       this._status.textContent = `Cannot reach the HPC manager: ${message(error)}`;
     }
     await this.refresh(false);
+  }
+
+  /** status answers from memory: what a cluster offers (its partitions) may still be asked
+   * in the background (partitionsPending). Ask again a few times, and make the forms of the
+   * clusters whose answer came in anew. */
+  private async _followOptions(status: IStatus): Promise<void> {
+    let pending = pendingOptions(status);
+    for (let tries = 0; pending.length && tries < 10; tries++) {
+      await new Promise(resolve => window.setTimeout(resolve, 1000));
+      try {
+        status = await requestAPI<IStatus>('status');
+      } catch {
+        return;
+      }
+      if (this._config) {
+        this._config.clusterOptions = status.config.clusterOptions;
+      }
+      const still = pendingOptions(status);
+      for (const hpc of pending.filter(h => !still.includes(h))) {
+        const card = this._card(hpc);
+        if (card.form?.node.contains(document.activeElement)) {
+          continue; // the user is typing: the form keeps its plain fields
+        }
+        card.form?.dispose();
+        card.form = null;
+        this._render(card);
+      }
+      pending = still;
+    }
   }
 
   /** One cluster-status call; refresh=true skips the server's cache. */
@@ -230,8 +260,9 @@ export class HPCPanel extends Widget {
   }
 
   private async _reloadOptions(hpc: string): Promise<void> {
+    let status: IStatus;
     try {
-      const status = await requestAPI<IStatus>('status');
+      status = await requestAPI<IStatus>('status');
       if (this._config) {
         this._config.clusterOptions = status.config.clusterOptions;
       }
@@ -241,6 +272,7 @@ export class HPCPanel extends Widget {
     const card = this._card(hpc);
     card.form?.dispose();
     card.form = null;
+    void this._followOptions(status);
   }
 
   async logout(hpc: string): Promise<void> {
@@ -310,6 +342,14 @@ export class HPCPanel extends Widget {
         card.warned = false;
       }
       if (entry.status === 'idle' && !card.busy) {
+        card.progress = null;
+      }
+      if (
+        entry.status === 'running' &&
+        !card.busy &&
+        (card.progress === 'pending' || card.progress === 'submitted')
+      ) {
+        // A launch that answered "pending" has run since: its steps are over.
         card.progress = null;
       }
       card.entry = entry;
@@ -415,4 +455,9 @@ export class HPCPanel extends Widget {
   private _status: HTMLElement;
   private _ticker: number;
   private _timer = 0;
+}
+
+function pendingOptions(status: IStatus): string[] {
+  const options = status.config.clusterOptions ?? {};
+  return Object.keys(options).filter(hpc => options[hpc]?.partitionsPending);
 }

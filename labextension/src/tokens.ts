@@ -58,6 +58,8 @@ export interface IPartition {
 export interface IClusterOptions {
   partitions: IPartition[] | null;
   partitionsError?: string;
+  /** sinfo is being asked now: a later status call has its answer. */
+  partitionsPending?: boolean;
   accounts: string[] | null;
   qos: string[] | null;
   presets: Record<string, Record<string, string>>;

@@ -73,6 +73,11 @@ def test_a_pending_launch_is_followed_until_vscode_opens(browser, lab, artifacts
         wait_badge(page, "running")
         assert card(page).locator(".jp-HPCPanel-jobId").text_content() == job
         assert failures(page).count() == 0
+        # The launch's steps are over (no step still "pending"), and the running session is
+        # the active one (no Switch on the only running cluster).
+        assert card(page).locator(".jp-HPCPanel-progress .jp-mod-current",
+                                  has_text="pending").count() == 0
+        assert card(page).get_by_role("button", name="Switch").count() == 0
         page.screenshot(path=artifacts / "pending-launch-running.png")
 
         # Open VS Code: the workbench from the compute node, with the home folder's files.
