@@ -426,7 +426,11 @@ async def test_the_event_loop_stays_free_while_a_launch_waits(api, clean_slurm, 
     for _ in range(5):
         assert await api("GET", "health") == (200, {"status": "ok"})
     assert not launch.done()
-    await api("POST", "stop", "apollo", body={})  # another cluster's lock is free
+    # Another cluster's lock is free: its stop is answered (not 429) while gemini's launch,
+    # which holds gemini's lock, still waits.
+    code, reply = await api("POST", "stop", "apollo", body={})
+    assert (code, reply) == (200, {"status": "stopped", "hpc": "apollo"})
+    assert not launch.done()
     launch.cancel()
 
 

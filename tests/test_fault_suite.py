@@ -173,16 +173,29 @@ async def test_an_unwritable_state_file_is_a_clear_error_and_the_record_stays(
         api, manager, tmp_path, clean_slurm):
     code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
     assert code == 200
+    # A second running session, launched last: gemini is the active cluster, so switching to
+    # echo1 has to write the record (a switch to the active cluster writes nothing).
+    code, other = await api("POST", "launch", body={"hpc": "gemini", "mem": "1G"})
+    assert (code, other["status"]) == (200, "running"), other
+    held = sorted([reply["jobId"], other["jobId"]])
     state = pathlib.Path(manager.store.path)
     before = state.read_bytes()
+    assert json.loads(before)["activeHpc"] == "gemini"
     subprocess.run(["chattr", "+i", str(state.parent)], check=True)
     try:
         code, refused = await api("POST", "launch", body={"hpc": "echo2", "mem": "1G"})
         assert code == 500
         assert "Cannot save the session record" in refused["error"]
         assert str(state) in refused["error"]
-        assert [j["id"] for j in slurm_jobs()] == [reply["jobId"]]  # nothing submitted
+        assert refused["details"]["type"] == "StateError"
+        assert sorted(j["id"] for j in slurm_jobs()) == held  # nothing submitted
         code, refused = await api("POST", "switch", "echo1")
+        assert code == 500, refused
+        assert "Cannot save the session record" in refused["error"]
+        assert str(state) in refused["error"]
+        assert refused["details"]["type"] == "StateError"
+        code, status = await api("GET", "status")
+        assert status["activeHpc"] == "gemini"  # the refused switch changed nothing
         assert state.read_bytes() == before  # the previous record, whole
         assert json.loads(before)["sessions"]["echo1"]["job_id"] == reply["jobId"]
     finally:

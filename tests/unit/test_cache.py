@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from jupyter_hpc_manager.cache import TTLCache
 
 
@@ -118,10 +120,9 @@ def test_a_failed_fetch_is_not_cached():
                 raise RuntimeError("down")
             return "ok"
 
-        try:
-            await cache.get(flaky)
-        except RuntimeError:
-            pass
-        assert (await cache.get(flaky)).value == "ok"
+        with pytest.raises(RuntimeError, match=r"^down$"):
+            await cache.get(flaky)  # the failure reaches the caller...
+        hit = await cache.get(flaky)  # ...and is not kept: the next call fetches again
+        assert (hit.value, hit.cached, n) == ("ok", False, 2)
 
     asyncio.run(main())
