@@ -65,7 +65,6 @@ class Services:
     settings: HPCManager
     log: logging.Logger
     clock: Callable[[], float]
-    blocking: Callable[..., Awaitable[Any]]  # run a blocking call in the executor
     commands: Counter[str]  # commands run on login nodes, by kind (tests count them)
     changed: Callable[[Cluster], Awaitable[None]]  # a session changed: persist, fix activeHpc
     ide_url: Callable[[str], str]
@@ -79,7 +78,8 @@ class Cluster:
         self.settings = services.settings
         self.log = services.log
         self.node = LoginNode(config.name, ssh, services.settings, services.log,
-                              services.blocking, services.commands, on_lost=self._close_ide)
+                              services.commands, on_lost=self._close_ide,
+                              threads=config.threads, max_sessions=config.max_sessions)
         self.scheduler = Scheduler(config, self.node, services.log)
         self.operation = asyncio.Lock()  # a launch or stop; others meanwhile get 429
         # Attaching to the IDE (reading the connection file, logging in) waits its turn.
@@ -523,8 +523,10 @@ class Cluster:
             if session.ide is None:
                 conn = session.connection
                 session.ide = IDE(self.name, session.job_id, session.node,
-                                  Tunnel(self.name, conn.host, conn.port, self.node.open_channel),
-                                  conn.password, self.log, timeout=self.settings.ssh_timeout)
+                                  Tunnel(self.name, conn.host, conn.port, self.node.open_channel,
+                                         timeout=self.settings.ide_timeout),
+                                  conn.password, self.log, timeout=self.settings.ssh_timeout,
+                                  ide_timeout=self.settings.ide_timeout)
             if not await session.ide.start():
                 return False
         self.log.info("jupyter-hpc-manager: attached to VS Code on %s (job %s, node %s)",

@@ -97,6 +97,14 @@ class ClusterConfig(HasTraits):
         "sacctmgr", help="sacctmgr command on the login node (reads the user's accounts and "
         "QOS where SLURM keeps accounting); empty: do not ask.")
     scancel = Unicode("scancel", help="scancel command on the login node.")
+    max_sessions = Int(
+        8, help="Commands (SSH exec channels) run at once on the login node's one connection; "
+        "keep it below its sshd's MaxSessions (OpenSSH's default is 10). A login node that "
+        "refuses a channel teaches a lower number; forwarded channels (the IDE) do not count.")
+    threads = Int(
+        4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
+        "commands, opening channels): a hung login node or a login waiting for a code uses "
+        "its own, never another cluster's.")
     extra_sbatch_args = List(
         Unicode(), help="More sbatch options, one argv item each, e.g. ['--qos=interactive']."
     )
@@ -118,6 +126,13 @@ class ClusterConfig(HasTraits):
         if not value or not SAFE_WORD.match(value):
             raise TraitError(f"host {value!r} must be a host name, address or ssh-config alias")
         return str(value)
+
+    @validate("max_sessions", "threads")
+    def _check_at_least_one(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value < 1:
+            raise TraitError(f"{proposal['trait'].name} {value!r} must be 1 or more")
+        return int(value)
 
     @validate("port")
     def _check_port(self, proposal: Any) -> int:
@@ -251,10 +266,18 @@ class HPCManager(LoggingConfigurable):
         help="Seconds a stop with cancelJob waits for the job to leave squeue.",
     )
     executor_threads = Int(
-        8, config=True, help="Threads that run blocking SSH work off the event loop."
+        8, config=True, help="Threads for the server's own blocking work (writing the session "
+        "record). SSH work runs on each cluster's own threads (the clusters' `threads`)."
     )
     ssh_timeout = Float(
         15.0, config=True, help="Seconds to connect and authenticate to a login node."
+    )
+    ide_timeout = Float(
+        60.0, config=True,
+        help="Seconds the IDE may take to answer a request, to send the next part of an answer, "
+        "or to take the next part of an upload, before the proxy gives up with 504 (nginx's "
+        "proxy_read_timeout is 60 s). An IDE whose health check takes longer has its "
+        "websockets closed (it is checked every half of this while any is open).",
     )
     command_timeout = Float(
         30.0, config=True, help="Seconds a command on the login node may take."
@@ -348,6 +371,7 @@ class HPCManager(LoggingConfigurable):
         return int(proposal["value"])
 
     @validate("launch_timeout", "poll_interval", "stop_timeout", "ssh_timeout", "command_timeout",
+              "ide_timeout",
               "status_wait", "login_timeout")
     def _check_positive_float(self, proposal: Any) -> float:
         if proposal["value"] <= 0:

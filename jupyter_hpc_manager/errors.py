@@ -7,10 +7,14 @@ its ``type`` in the error body: the class name, or the contract's own word where
     ├── LockError (429)             a launch or stop already runs on that cluster
     ├── JobError (500)              SLURM refused or lost the job (carries SLURM's message)
     ├── TunnelError (500)           the path to the IDE on the compute node failed
+    │   └── IDETimeout (504)        the IDE took longer than ide_timeout to answer or to read
     ├── StateError (500)            the session record could not be saved
     └── SshError (502)              the login node could not be reached or a command failed there
         ├── HostKeyError (502)      the login node's host key is unknown or has changed
         ├── ConnectionLost (502)    the connection died before a command or channel started
+        ├── ChannelRefused (502)    the login node refused or did not open a channel (its
+        │                           MaxSessions): that one command or request fails, the
+        │                           connection stays
         ├── LoginRequired (401)     the login node asks for a password or code: log in first
         └── LoginFailed (401)       an interactive login was refused, expired or has ended
 
@@ -59,6 +63,13 @@ class TunnelError(HPCError):
     status_code = 500
 
 
+class IDETimeout(TunnelError):
+    """The IDE did not answer (or take what was sent) within ide_timeout: a hung process, a
+    node deep in swap. The proxy answers 504, as nginx would."""
+
+    status_code = 504
+
+
 class StateError(HPCError):
     status_code = 500
 
@@ -73,6 +84,11 @@ class HostKeyError(SshError):
 
 class ConnectionLost(SshError):
     """Nothing ran: the caller may connect again and retry once."""
+
+
+class ChannelRefused(SshError):
+    """The login node refused a new channel (sshd's MaxSessions: "administratively
+    prohibited") or did not open it in time, on a connection that is alive: nothing ran."""
 
 
 class LoginRequired(SshError):

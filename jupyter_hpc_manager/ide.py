@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterable
 from http.cookies import CookieError, SimpleCookie
 
@@ -15,7 +16,7 @@ from tornado import httputil
 
 from .errors import TunnelError
 from .tunnel import Tunnel
-from .upstream import Response, UpstreamPool
+from .upstream import ChannelConnection, Response, UpstreamPool
 
 SESSION_COOKIE = "code-server-session"
 TUNNEL_DOMAIN = ".hpc-tunnel"
@@ -29,7 +30,7 @@ def tunnel_host(hpc: str) -> str:
 
 class IDE:
     def __init__(self, hpc: str, job_id: str, node: str | None, tunnel: Tunnel, password: str,
-                 log: logging.Logger, timeout: float = 15.0) -> None:
+                 log: logging.Logger, timeout: float = 15.0, ide_timeout: float = 60.0) -> None:
         self.hpc = hpc
         self.job_id = job_id
         self.node = node
@@ -40,6 +41,11 @@ class IDE:
         self.pool = UpstreamPool(tunnel.connect)
         self.cookie: str | None = None  # code-server's session, once logged in
         self._login = asyncio.Lock()
+        # Websockets being relayed, and the health check that closes them if the IDE hangs
+        # (their bytes carry no bound of their own: an editor may rightly be quiet for hours).
+        self.ide_timeout = ide_timeout
+        self._websockets: weakref.WeakSet[ChannelConnection] = weakref.WeakSet()
+        self._watchdog: asyncio.Future[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -70,15 +76,45 @@ class IDE:
                               self.hpc, self.job_id)
                 self.cookie = await self._log_in()
 
+    def watch(self, conn: ChannelConnection) -> None:
+        """A websocket's connection, relayed from now on: closed if the IDE stops answering."""
+        conn.timeout = None
+        self._websockets.add(conn)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        """While websockets are open, ask the IDE's /healthz every half ide_timeout; one that
+        is not answered within ide_timeout closes them (the browser's VS Code then says it
+        lost the connection, instead of waiting on a hung one for ever)."""
+        while any(not c.closed for c in self._websockets):
+            await asyncio.sleep(self.ide_timeout / 2)
+            if not any(not c.closed for c in self._websockets):
+                return
+            try:
+                response = await self._call("GET", "/healthz", {}, timeout=self.ide_timeout)
+                if response.code < 500:
+                    continue
+                why = f"HTTP {response.code}"
+            except (OSError, TunnelError, asyncio.TimeoutError) as exc:
+                why = getattr(exc, "message", None) or f"no answer in {self.ide_timeout:.0f} s"
+            open_ = [c for c in self._websockets if not c.closed]
+            self.log.warning("jupyter-hpc-manager: VS Code on %s (job %s) does not answer (%s); "
+                             "closing its %d websocket(s)", self.hpc, self.job_id, why,
+                             len(open_))
+            for conn in open_:
+                conn.close()
+            return
+
     # -- readiness -----------------------------------------------------------------------------
     async def _call(self, method: str, target: str, headers: dict[str, str],
-                    body: bytes | None = None) -> Response:
+                    body: bytes | None = None, timeout: float | None = None) -> Response:
         async def call() -> Response:
             with await self.pool.request(method, target, httputil.HTTPHeaders(
                     {"Host": tunnel_host(self.hpc), **headers}), body) as response:
                 await response.read()
                 return response
-        return await asyncio.wait_for(call(), self.timeout)
+        return await asyncio.wait_for(call(), timeout or self.timeout)
 
     async def start(self) -> bool:
         """Does code-server answer HTTP through the tunnel? Then log in. False: not yet."""
@@ -112,6 +148,8 @@ class IDE:
 
     def close(self) -> None:
         """Ends every connection to this IDE: pooled ones and websockets."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.pool.close()
         self.tunnel.close()
         self.cookie = None

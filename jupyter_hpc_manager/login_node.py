@@ -1,6 +1,7 @@
 """A cluster's login node: its one SSH connection (opened when first needed and shared by every
 command and channel), the logins that need a person's answers, and running work over that
-connection in the executor, never on the event loop.
+connection on threads of the cluster's own, never on the event loop, with a budget of exec
+channels below the login node's MaxSessions.
 
 A connection that took a person's answers is not replaced on our own when it drops (a login node
 counts failed logins, and may lock the account): the transport's own end is noticed by a watcher
@@ -9,35 +10,90 @@ thread, which marks the cluster "login required". Reads never change anything.""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import paramiko
 
 from .config import HPCManager
-from .errors import ConnectionLost, HPCError, LockError, LoginFailed, LoginRequired, ValidationError
+from .errors import (
+    ChannelRefused,
+    ConnectionLost,
+    HPCError,
+    LockError,
+    LoginFailed,
+    LoginRequired,
+    ValidationError,
+)
 from .login import LoginAttempt
 from .models import LoginDone, LoginPrompt
 from .ssh import CommandResult, SSHConnection
 
 T = TypeVar("T")
-Blocking = Callable[..., Awaitable[Any]]
+
+
+class SessionBudget:
+    """How many exec channels run at once on one connection: at most ``limit``. A login node
+    that refuses a channel (sshd's MaxSessions) has shown how many it allows: the limit comes
+    down to that, and the refused command waits for a free one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        while self.in_use >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake()  # (woken and cancelled at once: the turn passes on)
+                raise
+        self.in_use += 1
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def refused(self) -> int:
+        """A channel was refused while ``in_use`` (itself included) were open: the login node
+        allows one fewer. The new limit."""
+        self.limit = max(1, min(self.limit, self.in_use - 1))
+        return self.limit
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 class LoginNode:
     def __init__(self, name: str, ssh: SSHConnection, settings: HPCManager,
-                 log: logging.Logger, blocking: Blocking, commands: Counter[str],
-                 on_lost: Callable[[], None]) -> None:
+                 log: logging.Logger, commands: Counter[str], on_lost: Callable[[], None],
+                 threads: int = 4, max_sessions: int = 8) -> None:
         self.name = name
         self.ssh = ssh
         self.settings = settings
         self.log = log
-        self._blocking = blocking
+        # Threads of this cluster's own: a hung login node, or a login waiting for a person's
+        # code, holds these and never another cluster's.
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix=f"hpc-{name}")
+        self.sessions = SessionBudget(max_sessions)
         self.commands = commands  # commands run on login nodes, by kind (tests count them)
         self._on_lost = on_lost  # the cluster drops what lived on the connection (the IDE)
         self._connecting: asyncio.Future[paramiko.Transport] | None = None
@@ -192,9 +248,29 @@ class LoginNode:
                     raise
         raise AssertionError("unreachable")
 
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
     async def run(self, kind: str, command: str, stdin: str | None = None) -> CommandResult:
+        """One command, within the connection's budget of exec channels; a channel the login
+        node refuses (or does not open in time) fails this command only, after one retry."""
         self.commands[kind] += 1
-        return await self.call(self.ssh.run, command, stdin)
+        for attempt in (1, 2):
+            await self.sessions.acquire()
+            try:
+                return await self.call(self.ssh.run, command, stdin)
+            except ChannelRefused as exc:
+                if attempt == 2:
+                    raise
+                if exc.details.get("prohibited"):
+                    limit = self.sessions.refused()
+                    self.log.info("jupyter-hpc-manager: the login node of %s refused a channel "
+                                  "(its MaxSessions): %d commands at once from now on",
+                                  self.name, limit)
+            finally:
+                self.sessions.release()
+        raise AssertionError("unreachable")
 
     async def open_channel(self, host: str, port: int) -> paramiko.Channel:
         return await self.call(self.ssh.open_channel, host, port)
@@ -207,6 +283,7 @@ class LoginNode:
             connecting.cancel()
             await asyncio.gather(connecting, return_exceptions=True)
         self.ssh.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

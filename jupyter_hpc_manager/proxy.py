@@ -24,7 +24,7 @@ from tornado import httputil, web
 from tornado.iostream import IOStream, StreamClosedError
 
 from .base import HPCHandlerMixin
-from .errors import HPCError, NotFoundError, TunnelError
+from .errors import HPCError, IDETimeout, NotFoundError, TunnelError
 from .ide import IDE, SESSION_COOKIE, TUNNEL_DOMAIN
 from .upstream import ChannelConnection, Response
 
@@ -154,7 +154,11 @@ class IDEProxyHandler(HPCHandlerMixin):
 
     async def _finish_streamed(self) -> None:
         assert self._body is not None and self._upstream is not None
-        await self._body.put(_END)
+        # The upstream request may have ended already (the IDE failed, hung past ide_timeout,
+        # or went away mid-body): then nobody takes the end marker, and its error is the answer.
+        put = asyncio.ensure_future(self._body.put(_END))
+        await asyncio.wait([put, self._upstream], return_when=asyncio.FIRST_COMPLETED)
+        put.cancel()
         await self._upstream
 
     @web.authenticated
@@ -218,8 +222,9 @@ class IDEProxyHandler(HPCHandlerMixin):
         try:
             response = await ide.request(self.request.method or "GET", path, headers, body)
         except (OSError, TunnelError) as exc:
-            raise TunnelError(f"Cannot reach VS Code on {ide.hpc} (node {ide.node}): "
-                              f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
+            kind = IDETimeout if isinstance(exc, IDETimeout) else TunnelError
+            raise kind(f"Cannot reach VS Code on {ide.hpc} (node {ide.node}): "
+                       f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
         with response:
             if replayable and _wants_login(response.code, response.headers):
                 response.close()
@@ -284,8 +289,9 @@ class IDEProxyHandler(HPCHandlerMixin):
             try:
                 response = await ide.upgrade(path, self._upstream_headers(upgrade=True))
             except (OSError, TunnelError) as exc:
-                raise TunnelError(f"Cannot reach VS Code on {ide.hpc}: "
-                                  f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
+                kind = IDETimeout if isinstance(exc, IDETimeout) else TunnelError
+                raise kind(f"Cannot reach VS Code on {ide.hpc}: "
+                           f"{getattr(exc, 'message', exc)}", {"hpc": ide.hpc}) from exc
             if response.code == 101:
                 break
             with response:
@@ -303,8 +309,9 @@ class IDEProxyHandler(HPCHandlerMixin):
         stream = self.detach()
         # Editor and terminal traffic is many small frames: no Nagle delay on either leg.
         stream.set_nodelay(True)
-        relay = asyncio.ensure_future(_relay(stream, response.take_connection(),
-                                             lambda: touch(self.settings)))
+        conn = response.take_connection()
+        ide.watch(conn)
+        relay = asyncio.ensure_future(_relay(stream, conn, lambda: touch(self.settings)))
         _relays.add(relay)
         relay.add_done_callback(_relays.discard)
 
@@ -314,7 +321,8 @@ class IDEProxyHandler(HPCHandlerMixin):
         status_code, message, _ = self.error_info(status_code, kwargs)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, HPCError) and not isinstance(exc, NotFoundError):
-            status_code = 502 if status_code >= 500 else status_code
+            # (A gateway's words: 504 for an IDE that did not answer in time, else 502.)
+            status_code = 502 if status_code >= 500 and status_code != 504 else status_code
         self.set_status(status_code)
         lab = url_path_join(self.base_url, "lab")
         self.set_header("Content-Type", "text/html; charset=UTF-8")

@@ -48,7 +48,7 @@ class SessionManager:
         self.connections_opened = 0
         self._count_lock = threading.Lock()
         self._version = 0  # of the record: the newest is never overwritten by an older one
-        services = Services(settings=config, log=log, clock=clock, blocking=self._blocking,
+        services = Services(settings=config, log=log, clock=clock,
                             commands=self.commands, changed=self._changed,
                             ide_url=self.ide_url)
         self.services = services

@@ -29,6 +29,7 @@ import paramiko
 
 from .config import ClusterConfig
 from .errors import (
+    ChannelRefused,
     ConnectionLost,
     HostKeyError,
     LoginFailed,
@@ -461,12 +462,24 @@ class SSHConnection:
         self._close(transport)
 
     def open_session(self, transport: paramiko.Transport) -> paramiko.Channel:
-        """A new exec channel; ConnectionLost if the transport is dead (nothing ran)."""
+        """A new exec channel. ChannelRefused if the login node refused it or did not answer in
+        time on a live connection (which is kept: at an MFA site a new one needs a person);
+        ConnectionLost if the connection is dead. Nothing ran either way."""
         try:
             return transport.open_session(timeout=self.settings.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop(transport)
-            raise ConnectionLost(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
+            raise self._open_failed(transport, exc) from exc
+
+    def _open_failed(self, transport: paramiko.Transport, exc: BaseException) -> SshError:
+        if isinstance(exc, paramiko.ChannelException) or (
+                transport.is_active() and isinstance(exc, paramiko.SSHException)):
+            prohibited = isinstance(exc, paramiko.ChannelException)
+            why = exc.text if isinstance(exc, paramiko.ChannelException) else str(exc)
+            return ChannelRefused(f"The login node of {self.cluster.name!r} refused a new "
+                                  f"channel: {why}", {"host": self.cluster.host,
+                                                      "prohibited": prohibited})
+        self.drop(transport)
+        return ConnectionLost(f"SSH channel to {self.cluster.name!r} failed: {exc}")
 
     def open_channel(self, transport: paramiko.Transport, host: str,
                      port: int) -> paramiko.Channel:
@@ -484,8 +497,7 @@ class SSHConnection:
                 f"{exc.text or exc}", {"host": host, "port": port},
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self.drop(transport)
-            raise ConnectionLost(f"SSH channel to {self.cluster.name!r} failed: {exc}") from exc
+            raise self._open_failed(transport, exc) from exc
 
     # -- commands ----------------------------------------------------------------------------
     def run(self, transport: paramiko.Transport, command: str, stdin: str | None = None,

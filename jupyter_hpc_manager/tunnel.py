@@ -1,5 +1,6 @@
 """The way to one IDE: direct-tcpip channels to its node:port through the cluster's one SSH
-transport, read and written on the event loop (upstream.ChannelConnection). HTTP requests and
+transport (upstream.ChannelConnection: read on the event loop, written by the connection's
+own thread). HTTP requests and
 websockets ride these same channels. Every channel a tunnel opened is closed with it, so a stop
 ends every connection to that IDE. No port or socket is opened anywhere on the Jupyter host."""
 
@@ -16,12 +17,14 @@ from .upstream import ChannelConnection
 
 class Tunnel:
     def __init__(self, hpc: str, host: str, port: int,
-                 open_channel: Callable[[str, int], Awaitable[paramiko.Channel]]) -> None:
+                 open_channel: Callable[[str, int], Awaitable[paramiko.Channel]],
+                 timeout: float | None = None) -> None:
         self.hpc = hpc
+        self.timeout = timeout  # the IDE's bound for each answer (ChannelConnection.timeout)
         self.host = host
         self.port = port
         self._open_channel = open_channel
-        self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[ChannelConnection] = weakref.WeakSet()
         self._closed = False
         self.opened = 0  # channels opened to the IDE over the tunnel's life
 
@@ -32,17 +35,18 @@ class Tunnel:
         chan = await self._open_channel(self.host, self.port)
         self.opened += 1
         if self._closed:  # stopped while the channel was being opened
-            chan.close()
+            ChannelConnection(chan).close()
             raise TunnelError(f"The tunnel to {self.hpc!r} is closed")
-        self._channels.add(chan)
-        return ChannelConnection(chan)
+        conn = ChannelConnection(chan, self.timeout)
+        self._connections.add(conn)
+        return conn
 
     @property
     def connections(self) -> int:
         """Channels to the IDE open now (pooled HTTP connections and websockets)."""
-        return sum(1 for chan in self._channels if not chan.closed)
+        return sum(1 for conn in self._connections if not (conn.closed or conn.chan.closed))
 
     def close(self) -> None:
         self._closed = True
-        for chan in list(self._channels):
-            chan.close()
+        for conn in list(self._connections):
+            conn.close()

@@ -20,13 +20,15 @@ import contextlib
 import re
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 from paramiko.buffered_pipe import PipeTimeout
+from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from tornado import httputil
 
-from .errors import TunnelError
+from .channel_io import TransportIO, WindowSignal
+from .errors import IDETimeout, TunnelError
 
 # (tornado's HTTPHeaders refuses these already; a request line is built from them, so check.)
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -34,6 +36,7 @@ _BAD_NAME = re.compile(r"[\x00-\x20:\x7f]")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+T = TypeVar("T")
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 SEND_CHUNK = 256 * 1024
@@ -130,12 +133,23 @@ class ChannelPipe:
 
 
 class ChannelConnection:
-    """One channel to the IDE, read and written on the event loop."""
+    """One channel to the IDE. Data arrives in the pipe (the transport thread feeds it) and is
+    read on the event loop; everything that sends an SSH message (data, a window update, EOF,
+    close) runs on the connection's own thread (channel_io.py), never on the loop."""
 
-    def __init__(self, chan: paramiko.Channel) -> None:
+    def __init__(self, chan: paramiko.Channel, timeout: float | None = None) -> None:
         self.chan = chan
-        self.pipe = ChannelPipe(asyncio.get_running_loop())
+        # How long the IDE may take to send the next piece or to take ours (None: no bound,
+        # as for a websocket, which may rightly be quiet for hours).
+        self.timeout = timeout
+        assert chan.transport is not None  # (an open channel has its transport)
+        self.io = TransportIO.of(chan.transport)
+        self._loop = asyncio.get_running_loop()
+        self.pipe = ChannelPipe(self._loop)
+        self.closed = False
+        self._window: asyncio.Future[None] | None = None
         chan.settimeout(0.0)
+        chan.out_buffer_cv = WindowSignal(chan.lock, self._window_opened)
         # paramiko internals (pinned in pyproject.toml, tested in tests/unit/
         # test_channel_paramiko.py). Nothing arrives before the first request, but move anything
         # that did, ahead of whatever the transport thread feeds meanwhile.
@@ -155,26 +169,60 @@ class ChannelConnection:
             return data
         while True:
             try:
-                return self.chan.recv(1 << 30)
-            except TimeoutError:
-                await self.pipe.readable()
+                data = self.pipe.read(1 << 30)
+            except PipeTimeout:
+                await self._bounded(self.pipe.readable(), "send its answer")
+                continue
+            # What paramiko's Channel.recv does after reading, less the send: count what was
+            # taken, and when enough was, open the IDE's window by as much, from the thread.
+            ack = self.chan._check_add_window(len(data)) if data else 0  # type: ignore[attr-defined]
+            if ack > 0:
+                self.io.post(_window_adjust, self.chan, ack)
+            return data
 
     def unread(self, data: bytes) -> None:
         self._unread = data + self._unread if self._unread else data
 
     async def send(self, data: bytes) -> None:
+        """Send it all, a piece at a time on the connection's thread; while the IDE's SSH
+        window is full, wait until it opens (uploads only)."""
         view = memoryview(data)
         while view:
-            try:
-                sent = self.chan.send(view[:SEND_CHUNK].tobytes())
-            except TimeoutError:
-                # The IDE's SSH window is full: wait until it takes more. (Uploads only.)
-                while not (self.chan.send_ready() or self.chan.closed):
-                    await asyncio.sleep(0.002)
+            if self.closed:
+                raise OSError("the channel is closed")
+            sent = await self._bounded(
+                asyncio.shield(self.io.call(_send_some, self.chan, view[:SEND_CHUNK].tobytes())),
+                "take what was sent")
+            if sent is None:
+                await self._bounded(self._window_open(), "take what was sent")
                 continue
             if sent == 0:
                 raise OSError("the channel is closed")
             view = view[sent:]
+
+    async def _bounded(self, wait: Awaitable[T], what: str) -> T:
+        if self.timeout is None:
+            return await wait
+        try:
+            return await asyncio.wait_for(wait, self.timeout)
+        except asyncio.TimeoutError:
+            self.close()
+            raise IDETimeout(f"VS Code did not {what} within {self.timeout:.0f} s") from None
+
+    async def _window_open(self) -> None:
+        waiter = self._window = self._loop.create_future()
+        if self.chan.send_ready() or self.chan.closed:  # (it opened before we got here)
+            self._window = None
+            return
+        await waiter
+
+    def _window_opened(self) -> None:
+        """From paramiko's transport thread (the channel's lock held): wake a waiting send."""
+        waiter = self._window
+        if waiter is not None:
+            self._window = None
+            with contextlib.suppress(RuntimeError):  # (the loop has closed)
+                self._loop.call_soon_threadsafe(_wake, waiter)
 
     @property
     def buffered(self) -> bool:
@@ -182,16 +230,47 @@ class ChannelConnection:
 
     @property
     def reusable(self) -> bool:
-        return not (self.chan.closed or self.chan.eof_received or self._unread
+        return not (self.closed or self.chan.closed or self.chan.eof_received or self._unread
                     or len(self.pipe))
 
     def shutdown_write(self) -> None:
         """Tell the IDE nothing more comes (EOF), while still reading what it sends."""
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            self.chan.shutdown_write()
+        self.io.post(_quietly, self.chan.shutdown_write)
 
     def close(self) -> None:
-        self.chan.close()
+        if not self.closed:
+            self.closed = True
+            self.io.post(_quietly, self.chan.close)
+            self.pipe.close()  # a recv waiting on the loop ends now, not when the close is sent
+
+
+# -- run on the connection's thread (channel_io.TransportIO) ------------------------------------
+
+def _send_some(chan: paramiko.Channel, data: bytes) -> int | None:
+    """As much of ``data`` as the IDE's window takes now (0: the channel is closed; None: the
+    window is full)."""
+    try:
+        sent: int = chan.send(data)
+        return sent
+    except TimeoutError:
+        return None
+
+
+def _window_adjust(chan: paramiko.Channel, ack: int) -> None:
+    """The window update paramiko's Channel.recv would send (paramiko internals, pinned)."""
+    m = paramiko.Message()
+    m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+    m.add_int(chan.remote_chanid)
+    m.add_int(ack)
+    transport = chan.transport
+    if transport is not None:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            transport._send_user_message(m)  # type: ignore[attr-defined]
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        fn()
 
 
 class IncompleteResponse(TunnelError):

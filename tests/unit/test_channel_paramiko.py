@@ -394,6 +394,7 @@ def test_the_buffer_is_replaced_and_no_file_descriptor_is_made(link):
         with pytest.raises(NotImplementedError):
             link.chan.fileno()
         conn.close()
+        await conn.io.call(lambda: None)  # (the close runs on the connection's thread, in order)
         assert open_fds() == before  # (Channel.close closes what fileno() made)
 
     asyncio.run(main())

@@ -17,7 +17,7 @@ LAYERS = [
     {"slurm", "state", "cache"},
     {"validation"},
     {"config"},
-    {"models"},
+    {"models", "channel_io"},
     {"login", "upstream"},
     {"ssh", "tunnel"},
     {"login_node", "ide"},
