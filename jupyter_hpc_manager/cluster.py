@@ -290,7 +290,9 @@ class Cluster:
     async def login(self, body: dict[str, Any]) -> LoginPrompt | LoginDone:
         outcome = await self.node.login(body)
         if isinstance(outcome, LoginDone):
-            self._new_generation()  # what squeue said while logged out says nothing now
+            # What squeue and sinfo said while logged out says nothing now.
+            self._new_generation()
+            self.offer_error, self.offer_failed_at = None, float("-inf")
         return outcome
 
     async def logout(self) -> LoginDone:

@@ -64,7 +64,10 @@ def test_log_in_with_password_and_code_from_the_sidebar(browser, lab, artifacts)
         wait_badge(page, "idle", hpc="mfa")
         mfa_card.get_by_role("button", name="Launch").wait_for()
         mfa_card.get_by_role("button", name="Log out").wait_for()
-        # What the cluster offers is read once logged in: its partitions in the form.
+        # What the cluster offers is read once logged in (status asks sinfo in the background
+        # and the panel asks again): its partitions come into the form by themselves.
+        mfa_card.locator("[name=partition] option", has_text="debug (default)").first.wait_for(
+            state="attached", timeout=30_000)
         options = mfa_card.locator("[name=partition] option").all_text_contents()
         assert any(o.startswith("debug (default)") for o in options), options
         assert mfa_card.get_by_role("button", name="Log in").count() == 0
