@@ -116,11 +116,11 @@ class Cluster:
         obs = self.observation
         return obs if obs is not None and obs.generation == self.generation else None
 
-    def view(self, hit: CacheHit[Observation] | None = None,
-             asking_for: float = 0.0) -> ClusterView:
-        """The cluster as every answer shows it. ``hit``: what this call's squeue query
-        answered (None: it has not answered yet, or was not asked), ``asking_for``: for how
-        long that query has been running."""
+    def view(self, hit: CacheHit[Observation] | None = None, asking_for: float = 0.0,
+             asked: bool = False) -> ClusterView:
+        """The cluster as every answer shows it. ``asked``: this answer asked squeue (status
+        does not); ``hit``: what it answered (None: not yet), ``asking_for``: for how long the
+        query has been running (0 where a launch or stop began meanwhile)."""
         s = self.session
         login = self.node.login_state()
         if login == "required":
@@ -129,7 +129,7 @@ class Cluster:
                                login=login)
         obs = self.current_observation()
         error = obs.error if obs is not None else None
-        if error is None and hit is None and asking_for > 0:
+        if error is None and asked and hit is None:
             error = (f"SLURM on {self.name} has not answered yet (asked {asking_for:.0f} s "
                      "ago); still asking")
         cached = hit is None or hit.cached
@@ -141,9 +141,9 @@ class Cluster:
                                age=age, cached=cached, stale=error is not None, error=error,
                                login=login, url=url)
         if obs is None:
-            if asking_for > 0 or error is not None:
+            if error is not None:
                 return ClusterView(self.name, JobState.UNKNOWN, error=error, login=login)
-            # Not asked since the last change: nothing is held here.
+            # (status, which does not ask: nothing is held here.)
             return ClusterView(self.name, JobState.IDLE, login=login, cached=True)
         age = now - obs.taken_clock
         if obs.error is not None:

@@ -148,7 +148,7 @@ class SessionManager:
         if cluster.node.login_state() == "required":
             return cluster.view()  # not asked: it cannot be, until the user logs in
         hit = await self._bounded(cluster.squeue_cache, cluster.observe(refresh))
-        return cluster.view(hit, cluster.squeue_cache.asking_for() if hit is None else 0.0)
+        return cluster.view(hit, cluster.squeue_cache.asking_for(), asked=True)
 
     async def _bounded(self, cache: TTLCache[Any], ask: Awaitable[T]) -> T | None:
         """What a cluster's cached query answers, waiting at most until status_wait after that
