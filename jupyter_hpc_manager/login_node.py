@@ -68,10 +68,10 @@ class SessionBudget:
         self.in_use -= 1
         self._wake()
 
-    def refused(self) -> int:
-        """A channel was refused while ``in_use`` (itself included) were open: the login node
-        allows one fewer. The new limit."""
-        self.limit = max(1, min(self.limit, self.in_use - 1))
+    def refused(self, accepted: int) -> int:
+        """A channel was refused while ``accepted`` others were open: that is what the login
+        node allows (at least one). The new limit."""
+        self.limit = max(1, min(self.limit, accepted))
         return self.limit
 
     def _wake(self) -> None:
@@ -94,6 +94,8 @@ class LoginNode:
         # code, holds these and never another cluster's.
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix=f"hpc-{name}")
         self.sessions = SessionBudget(max_sessions)
+        self._open_lock = threading.Lock()
+        self.open_sessions = 0  # exec channels the login node has accepted and that run now
         self.commands = commands  # commands run on login nodes, by kind (tests count them)
         self._on_lost = on_lost  # the cluster drops what lived on the connection (the IDE)
         self._connecting: asyncio.Future[paramiko.Transport] | None = None
@@ -258,17 +260,27 @@ class LoginNode:
         self.commands[kind] += 1
         for attempt in (1, 2):
             await self.sessions.acquire()
+            accepted = [False]
+
+            def opened(accepted: list[bool] = accepted) -> None:  # (in the executor thread)
+                with self._open_lock:
+                    self.open_sessions += 1
+                accepted[0] = True
+
             try:
-                return await self.call(self.ssh.run, command, stdin)
+                return await self.call(self.ssh.run, command, stdin, None, opened)
             except ChannelRefused as exc:
                 if attempt == 2:
                     raise
                 if exc.details.get("prohibited"):
-                    limit = self.sessions.refused()
+                    limit = self.sessions.refused(self.open_sessions)
                     self.log.info("jupyter-hpc-manager: the login node of %s refused a channel "
                                   "(its MaxSessions): %d commands at once from now on",
                                   self.name, limit)
             finally:
+                if accepted[0]:
+                    with self._open_lock:
+                        self.open_sessions -= 1
                 self.sessions.release()
         raise AssertionError("unreachable")
 

@@ -501,11 +501,15 @@ class SSHConnection:
 
     # -- commands ----------------------------------------------------------------------------
     def run(self, transport: paramiko.Transport, command: str, stdin: str | None = None,
-            timeout: float | None = None) -> CommandResult:
+            timeout: float | None = None,
+            opened: Callable[[], None] | None = None) -> CommandResult:
         """Run one command line on the login node (its shell reads it: quote every value).
-        Bounded by command_timeout from start to exit status."""
+        Bounded by command_timeout from start to exit status. ``opened``: called once the
+        login node has accepted the exec channel."""
         timeout = timeout or self.settings.command_timeout
         chan = self.open_session(transport)
+        if opened is not None:
+            opened()
         deadline = time.monotonic() + timeout
         try:
             chan.settimeout(timeout)

@@ -75,7 +75,7 @@ def cluster_settings(cluster_settings: dict, sandbox_cluster: dict, echo_ide: st
 
 @pytest.fixture
 def hpc_config(hpc_config: dict) -> dict:
-    return {**hpc_config, "ssh_timeout": 20.0, "login_timeout": 60.0, "ide_timeout": 3.0,
+    return {**hpc_config, "ssh_timeout": 12.0, "login_timeout": 60.0, "ide_timeout": 3.0,
             "status_wait": 1.0}
 
 
@@ -98,7 +98,8 @@ async def test_a_login_node_allowing_two_sessions_serves_twelve_requests_on_one_
     ]
     answers = await asyncio.gather(*calls)
     assert len(answers) == 12
-    assert all(code == 200 for code, _ in answers), answers
+    assert [code for code, _ in answers] == [200] * 12, [
+        (code, body) for code, body in answers if code != 200]
     assert all(body["jobId"] == reply["jobId"] for _, body in answers[-4:])
     # The refused channels failed nothing and dropped nothing: the same one connection.
     assert connections(tight_login_node["log"]) == opened
@@ -113,10 +114,10 @@ async def test_hung_login_nodes_and_waiting_logins_hold_up_no_other_cluster(
     for hpc in ("mfa", "mfakey"):
         code, prompt = await api("POST", "login", hpc, body={})
         assert (code, prompt["status"]) == (200, "prompt"), prompt
-    # Three login nodes that take the connection and never speak SSH (ssh_timeout: 20 s),
+    # Three login nodes that take the connection and never speak SSH (ssh_timeout: 12 s),
     # asked by launches and status at once.
-    hung = [asyncio.ensure_future(api("POST", "launch", body={"hpc": f"hung{i}", "mem": "1G"}))
-            for i in (1, 2, 3)]
+    hung = [asyncio.ensure_future(api("POST", "launch", body={"hpc": f"hung{i}", "mem": "1G"},
+                                      request_timeout=60)) for i in (1, 2, 3)]
     code, first = await api("GET", "cluster-status", params={"refresh": "true"})
     assert all(first[f"hung{i}"]["status"] == "unknown" for i in (1, 2, 3))
     # The healthy cluster launches, answers status and serves its IDE meanwhile.
@@ -138,7 +139,7 @@ async def test_hung_login_nodes_and_waiting_logins_hold_up_no_other_cluster(
 def ide_pids(manager, hpc: str) -> list[int]:
     """The IDE's processes on the node (the echo IDE: one python process on its port)."""
     port = manager.session(hpc).connection.port
-    out = subprocess.run(["pgrep", "-f", f"echo_ide.py"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "echo_ide.py"], capture_output=True, text=True)
     pids = []
     for pid in map(int, out.stdout.split()):
         with open(f"/proc/{pid}/environ", "rb") as f:
@@ -181,11 +182,12 @@ async def test_a_hung_ide_answers_504_and_its_websockets_are_closed(
                                raise_error=False, request_timeout=120)
             assert r.code == 504, (method, r.code, r.body[:300])
         # The websocket is closed once the IDE's health check goes unanswered.
-        while (message := await ws.read_message()) is not None:
+        while await ws.read_message() is not None:
             pass
         assert ws.close_code is None or ws.close_code != 1000
     finally:
         wake(pids)
+        ws.close()
     # Nothing left behind: no channel to the IDE beyond the pool's, no task.
     await asyncio.sleep(0.5)
     assert tunnel.connections <= 1, tunnel.connections
@@ -205,17 +207,22 @@ async def test_a_body_to_an_ide_that_goes_away_mid_body_ends_with_502(
     pids = ide_pids(manager, "echo1")
     tasks_before = len(asyncio.all_tasks())
     body = os.urandom(16 * 1024 * 1024)
+    hang(pids)  # the upload stalls part-way (the IDE reads nothing)...
 
     async def killed_soon():
-        await asyncio.sleep(0.3)
-        for pid in pids:
+        await asyncio.sleep(1.0)
+        for pid in pids:  # ... and then the IDE is gone
             os.kill(pid, signal.SIGKILL)
+        wake(pids)
 
     killer = asyncio.ensure_future(killed_soon())
     r = await jp_fetch("hpc", "echo1", "code", "echo", method="PUT", body=body,
                        raise_error=False, request_timeout=120)
     await killer
     assert r.code in (502, 504), (r.code, r.body[:300])
-    await asyncio.sleep(0.5)
+    for _ in range(100):  # (the login node closes the channels of a dead IDE soon after)
+        if tunnel.connections == 0:
+            break
+        await asyncio.sleep(0.1)
     assert tunnel.connections == 0
     assert len(asyncio.all_tasks()) <= tasks_before

@@ -13,15 +13,25 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 
 import pytest
-
-from conftest import whoami
 from test_proxy import ide, launched  # noqa: F401 (fixtures)
 
+from conftest import whoami
+
 BIG = 100 * 1024 * 1024
-BOUND = 60  # seconds: far past what an answer takes, only so a frozen loop fails the test
+BOUND = 30  # seconds: far past what an answer takes, only so a frozen loop fails the test
+
+
+def slow_link(manager, hpc: str) -> None:
+    """Make the cluster's connection behave like a slow link: a TCP send buffer smaller than
+    an SSH window, so that a stalled peer fills it (on loopback the kernel's buffers would take
+    a whole window, and paramiko's send would never have to wait for the socket)."""
+    sock = manager.clusters[hpc].ssh.current().sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
 
 
 def sshd_of(manager, hpc: str) -> list[int]:
@@ -38,13 +48,26 @@ def sshd_of(manager, hpc: str) -> list[int]:
 
 @contextlib.contextmanager
 def stalled(pids: list[int]):
+    """The connection's sshd stopped. A watchdog thread wakes it after BOUND seconds whatever
+    happens: if the event loop froze meanwhile, that is what unfreezes it, and the test then
+    fails saying so (instead of hanging)."""
+    def wake() -> None:
+        froze.set()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+    froze = threading.Event()
+    watchdog = threading.Timer(BOUND, wake)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
+    watchdog.start()
     try:
         yield
     finally:
+        watchdog.cancel()
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+    assert not froze.is_set(), "the event loop froze while the login node was stalled"
 
 
 async def answers_meanwhile(jp_fetch, other: str, job: str) -> None:
@@ -60,12 +83,24 @@ async def test_an_upload_to_a_stalled_login_node_freezes_nothing_and_arrives_who
         ide, launched, manager, jp_fetch):  # noqa: F811
     replies = await launched("echo1", "echo2")
     body = os.urandom(BIG)
+    slow_link(manager, "echo1")
     pids = sshd_of(manager, "echo1")
+    flowing = asyncio.Event()
+
+    async def produce(write) -> None:
+        # (The proxy holds a few pieces at most: once 20 MiB have left here, most of them
+        # went through the SSH connection.)
+        for start in range(0, BIG, 1024 * 1024):
+            await write(body[start:start + 1024 * 1024])
+            if start >= 20 * 1024 * 1024:
+                flowing.set()
+
+    upload = asyncio.ensure_future(ide("echo1", "code", "echo", method="PUT",
+                                       body_producer=produce, request_timeout=300,
+                                       headers={"Content-Length": str(BIG)}))
+    await asyncio.wait_for(flowing.wait(), BOUND)
     with stalled(pids):
-        upload = asyncio.ensure_future(ide("echo1", "code", "echo", method="PUT", body=body,
-                                           request_timeout=300))
         await asyncio.sleep(1.0)  # the upload fills the socket and the SSH window, and waits
-        assert not upload.done()
         await answers_meanwhile(jp_fetch, "echo2", replies["echo2"]["jobId"])
         assert not upload.done()  # (it really was held up all along)
     r = await upload
@@ -76,6 +111,7 @@ async def test_an_upload_to_a_stalled_login_node_freezes_nothing_and_arrives_who
 async def test_a_download_from_a_stalled_login_node_freezes_nothing_and_arrives_whole(
         ide, launched, manager, jp_fetch):  # noqa: F811
     replies = await launched("echo1", "echo2")
+    slow_link(manager, "echo1")
     pids = sshd_of(manager, "echo1")
     got = hashlib.sha256()
     size = 0

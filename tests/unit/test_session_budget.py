@@ -37,12 +37,9 @@ def test_at_most_limit_at_once_and_waiters_in_order():
 
 def test_a_refusal_teaches_the_limit_and_never_goes_below_one():
     budget = SessionBudget(8)
-    budget.in_use = 3  # the third channel was refused: the login node allows two
-    assert budget.refused() == 2
-    budget.in_use = 1
-    assert budget.refused() == 1
-    budget.in_use = 5  # (never raised by a later refusal)
-    assert budget.refused() == 1
+    assert budget.refused(2) == 2  # refused while two others ran: the login node allows two
+    assert budget.refused(0) == 1  # (never below one)
+    assert budget.refused(5) == 1  # (never raised by a later refusal)
 
 
 def test_a_cancelled_waiter_passes_its_turn_on():
