@@ -67,6 +67,7 @@ test: hub-up lint
 bench: hub-up
 	$(PY) bench/status.py
 	$(PY) bench/proxy.py
+	$(PY) bench/wan.py
 	$(PY) bench/hub.py
 
 demo: sandbox-up
