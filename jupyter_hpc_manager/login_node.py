@@ -233,7 +233,7 @@ class LoginNode:
     def _ended(self, transport: paramiko.Transport) -> None:
         if self.ssh.current() is not None:
             return  # another connection took its place
-        if self.interactive:
+        if self.interactive and self.login_required is None:  # (a logout said why already)
             self.lost(f"The connection to {self.name} was closed: log in again from "
                       "JupyterLab. A job there keeps running.")
 
