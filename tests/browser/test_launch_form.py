@@ -41,6 +41,10 @@ def test_limits_inline_a_preset_and_a_gpu_launch(browser, lab, artifacts):
         wait_badge(page, "idle")
         more = more_options(page)
         # The partitions from sinfo, with their limits; GPUs only where the partition has them.
+        # (status answers from memory: they come into the form once sinfo has answered.)
+        field(page, "partition").locator("option", has_text="debug (default)").first.wait_for(
+            state="attached", timeout=30_000)
+        more = more_options(page)  # (the form was made anew with them)
         options = field(page, "partition").locator("option").all_text_contents()
         assert any(o.startswith("debug (default): up to 12:00:00, 16 CPUs") for o in options)
         assert any(o.startswith("gpu: up to 1-00:00:00") and "2 tesla GPUs" in o
