@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -191,7 +192,7 @@ class ChannelConnection:
             if self.closed:
                 raise OSError("the channel is closed")
             sent = await self._bounded(
-                asyncio.shield(self.io.call(_send_some, self.chan, view[:SEND_CHUNK].tobytes())),
+                self.io.call(_send_some, self.chan, view[:SEND_CHUNK].tobytes()),
                 "take what was sent")
             if sent is None:
                 await self._bounded(self._window_open(), "take what was sent")
@@ -204,8 +205,12 @@ class ChannelConnection:
         if self.timeout is None:
             return await wait
         try:
+            if sys.version_info >= (3, 11):
+                # (asyncio.timeout, not wait_for: no task of its own for each read and send.)
+                async with asyncio.timeout(self.timeout):
+                    return await wait
             return await asyncio.wait_for(wait, self.timeout)
-        except asyncio.TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):
             self.close()
             raise IDETimeout(f"VS Code did not {what} within {self.timeout:.0f} s") from None
 
