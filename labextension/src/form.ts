@@ -13,6 +13,7 @@ const FIELDS: LaunchField[] = [
   'qos',
   'workdir'
 ];
+const BASIC: LaunchField[] = ['cpus', 'mem', 'time'];
 const LAST = '\u0000last'; // the preset select's "same as last time"
 
 /** "gpu: up to 1-00:00:00, 16 CPUs, 195G, 2 tesla GPUs" */
@@ -41,11 +42,12 @@ export class LaunchForm {
   constructor(
     readonly hpc: string,
     defaults: Record<'cpus' | 'mem' | 'time', string>,
-    readonly options: IClusterOptions | null,
+    options: IClusterOptions | null,
     readonly last: LaunchValues | null,
     private readonly _changed: (problem: string | null) => void,
     submit: () => void
   ) {
+    this._options = options;
     this.node = el('form', 'jp-HPCPanel-form');
     this.node.onsubmit = event => {
       event.preventDefault();
@@ -57,25 +59,10 @@ export class LaunchForm {
     this._input(basic, 'mem', 'Memory', defaults.mem);
     this._input(basic, 'time', 'Time', defaults.time);
 
-    const more = el('details', 'jp-HPCPanel-more');
-    more.appendChild(el('summary', '', 'More options'));
-    this.node.appendChild(more);
-    this._presets(more);
-    const partitions = options?.partitions;
-    if (partitions) {
-      const choices: [string, string][] = [['', 'default']];
-      for (const p of partitions) {
-        choices.push([p.name, describePartition(p)]);
-      }
-      this._select(more, 'partition', 'Partition', choices, options?.defaultPartition ?? '');
-      more.appendChild(el('p', 'jp-HPCPanel-limits'));
-    } else {
-      this._input(more, 'partition', 'Partition', options?.defaultPartition ?? '');
-    }
-    this._input(more, 'gpus', 'GPUs', '', 'e.g. 1 or tesla:1');
-    this._choice(more, 'account', 'Account', options?.accounts, options?.defaultAccount);
-    this._choice(more, 'qos', 'QOS', options?.qos, options?.defaultQos);
-    this._input(more, 'workdir', 'Folder', '', '~ (your home)');
+    this._more = el('details', 'jp-HPCPanel-more');
+    this._more.appendChild(el('summary', '', 'More options'));
+    this.node.appendChild(this._more);
+    this._buildMore();
     this._problem = el('p', 'jp-HPCPanel-formError');
     this.node.appendChild(this._problem);
     const hidden = el('button');
@@ -95,6 +82,63 @@ export class LaunchForm {
       }
     }
     return values;
+  }
+
+  /** What the cluster offers (partitions, accounts, QOS, presets) as the form knows it. */
+  get options(): IClusterOptions | null {
+    return this._options;
+  }
+
+  /**
+   * What the cluster offers has come in (or changed): "More options" is made anew in place,
+   * with what the user chose or typed there kept. The basic fields are not touched, and a
+   * field the user is in is never replaced under them: the change waits until they leave it.
+   */
+  setOptions(options: IClusterOptions | null): void {
+    this._options = options;
+    const focused = document.activeElement;
+    const inside = [...this._fields.entries()].find(
+      ([name, input]) => input === focused && !BASIC.includes(name)
+    );
+    const preset = this._more.querySelector('select[name=preset]');
+    if (inside || (preset && preset === focused)) {
+      const field = (inside ? inside[1] : preset) as HTMLElement;
+      if (!this._waiting) {
+        this._waiting = true;
+        field.addEventListener(
+          'blur',
+          () => {
+            this._waiting = false;
+            this.setOptions(this._options);
+          },
+          { once: true }
+        );
+      }
+      return;
+    }
+    const kept = this.values();
+    for (const name of FIELDS) {
+      if (!BASIC.includes(name)) {
+        this._fields.delete(name);
+      }
+    }
+    Array.from(this._more.children).forEach(child => {
+      if (child.tagName !== 'SUMMARY') {
+        child.remove();
+      }
+    });
+    this._buildMore();
+    for (const [name, value] of Object.entries(kept)) {
+      const field = this._fields.get(name as LaunchField);
+      if (field && !BASIC.includes(name as LaunchField) && value !== undefined) {
+        field.value = value;
+        if (field.value !== value && field instanceof HTMLSelectElement) {
+          field.value = ''; // no longer offered: the cluster's default
+        }
+      }
+    }
+    this._showGpus();
+    this.changed();
   }
 
   /** Put values in the form (a preset, or the last launch), then check them. */
@@ -154,6 +198,28 @@ export class LaunchForm {
       (this.node.querySelector('.jp-HPCPanel-more') as HTMLDetailsElement).open = true;
     }
     this._changed(problem);
+  }
+
+  /** "More options": presets, partition (with its limits), GPUs, account, QOS, folder. */
+  private _buildMore(): void {
+    const more = this._more;
+    const options = this._options;
+    this._presets(more);
+    const partitions = options?.partitions;
+    if (partitions) {
+      const choices: [string, string][] = [['', 'default']];
+      for (const p of partitions) {
+        choices.push([p.name, describePartition(p)]);
+      }
+      this._select(more, 'partition', 'Partition', choices, options?.defaultPartition ?? '');
+      more.appendChild(el('p', 'jp-HPCPanel-limits'));
+    } else {
+      this._input(more, 'partition', 'Partition', options?.defaultPartition ?? '');
+    }
+    this._input(more, 'gpus', 'GPUs', '', 'e.g. 1 or tesla:1');
+    this._choice(more, 'account', 'Account', options?.accounts, options?.defaultAccount);
+    this._choice(more, 'qos', 'QOS', options?.qos, options?.defaultQos);
+    this._input(more, 'workdir', 'Folder', '', '~ (your home)');
   }
 
   private _label(parent: HTMLElement, name: LaunchField, label: string): HTMLLabelElement {
@@ -218,7 +284,7 @@ export class LaunchForm {
   }
 
   private _presets(parent: HTMLElement): void {
-    const presets = this.options?.presets ?? {};
+    const presets = this._options?.presets ?? {};
     const names = Object.keys(presets);
     if (!names.length && !this.last) {
       return;
@@ -244,11 +310,11 @@ export class LaunchForm {
    * chosen partition's limits under its select. */
   private _showGpus(): void {
     const gpus = this._fields.get('gpus');
-    const partitions = this.options?.partitions;
+    const partitions = this._options?.partitions;
     if (!gpus || !partitions) {
       return;
     }
-    const chosen = this._fields.get('partition')?.value || this.options?.defaultPartition;
+    const chosen = this._fields.get('partition')?.value || this._options?.defaultPartition;
     const p = partitions.find(x => (chosen ? x.name === chosen : x.default));
     const limits = this.node.querySelector('.jp-HPCPanel-limits');
     if (limits) {
@@ -262,6 +328,9 @@ export class LaunchForm {
     }
   }
 
+  private _options: IClusterOptions | null;
+  private _more: HTMLDetailsElement;
+  private _waiting = false;
   private _fields = new Map<LaunchField, HTMLInputElement | HTMLSelectElement>();
   private _problem: HTMLElement;
   private _timer = 0;

@@ -90,8 +90,9 @@ export class HPCPanel extends Widget {
    * clusters whose answer came in anew. */
   private async _followOptions(status: IStatus): Promise<void> {
     let pending = pendingOptions(status);
-    for (let tries = 0; pending.length && tries < 10; tries++) {
-      await new Promise(resolve => window.setTimeout(resolve, 1000));
+    // sinfo is bounded by the server's command timeout: follow it for about a minute.
+    for (let tries = 0; pending.length && tries < 20; tries++) {
+      await new Promise(resolve => window.setTimeout(resolve, Math.min(1000 * (tries + 1), 5000)));
       try {
         status = await requestAPI<IStatus>('status');
       } catch {
@@ -102,13 +103,8 @@ export class HPCPanel extends Widget {
       }
       const still = pendingOptions(status);
       for (const hpc of pending.filter(h => !still.includes(h))) {
-        const card = this._card(hpc);
-        if (card.form?.node.contains(document.activeElement)) {
-          continue; // the user is typing: the form keeps its plain fields
-        }
-        card.form?.dispose();
-        card.form = null;
-        this._render(card);
+        // In place: what the user typed, and an open "More options", stay.
+        this._card(hpc).form?.setOptions(status.config.clusterOptions?.[hpc] ?? null);
       }
       pending = still;
     }
@@ -269,9 +265,7 @@ export class HPCPanel extends Widget {
     } catch {
       return; // the form keeps its plain fields; a launch is still checked by the server
     }
-    const card = this._card(hpc);
-    card.form?.dispose();
-    card.form = null;
+    this._card(hpc).form?.setOptions(status.config.clusterOptions?.[hpc] ?? null);
     void this._followOptions(status);
   }
 
