@@ -21,9 +21,9 @@ class CacheHit(Generic[T]):
 
 
 class TTLCache(Generic[T]):
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic,
-                 min_refresh: float = 0.0) -> None:
-        self.ttl = ttl
+    def __init__(self, ttl: float | Callable[[], float],
+                 clock: Callable[[], float] = time.monotonic, min_refresh: float = 0.0) -> None:
+        self._ttl = ttl
         self.min_refresh = min_refresh
         self.clock = clock
         self._value: T | None = None
@@ -31,6 +31,12 @@ class TTLCache(Generic[T]):
         self._inflight: asyncio.Future[T] | None = None
         self._inflight_since = 0.0
         self._generation = 0
+
+    @property
+    def ttl(self) -> float:
+        """How long a value is fresh: a number, or what a callable says now (squeue's TTL is
+        shorter while the server's own job pends)."""
+        return self._ttl() if callable(self._ttl) else self._ttl
 
     def asking_for(self) -> float:
         """For how long the query now running has been running (0: none runs)."""

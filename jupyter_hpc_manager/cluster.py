@@ -90,11 +90,19 @@ class Cluster:
         self.observation: Observation | None = None  # the newest one (see view())
         self._op_observation: Observation | None = None  # an operation's last word from SLURM
         self.squeue_cache: TTLCache[Observation] = TTLCache(
-            self.settings.cache_ttl, self._clock, min_refresh=self.settings.refresh_min_interval)
+            self._squeue_ttl, self._clock, min_refresh=self.settings.refresh_min_interval)
         self.sinfo_cache: TTLCache[Offer] = TTLCache(
             self.settings.cache_ttl, self._clock, min_refresh=self.settings.refresh_min_interval)
         self.offer_error: str | None = None  # why the last sinfo failed (failures are not cached)
         self.offer_failed_at = float("-inf")
+
+    def _squeue_ttl(self) -> float:
+        """squeue's answers are fresh for cache_ttl; while this server's own job pends, for
+        pending_cache_ttl: the server follows its queued job once for every open tab."""
+        s = self.session
+        if s is not None and s.status == JobState.PENDING:
+            return min(self.settings.pending_cache_ttl, self.settings.cache_ttl)
+        return self.settings.cache_ttl
 
     def _clock(self) -> float:
         """The clock of SLURM's answers (their ages, the caches): the one tests move. The

@@ -241,6 +241,13 @@ class HPCManager(LoggingConfigurable):
         120, config=True,
         help="Seconds cluster-status answers from its cache before it asks SLURM again.",
     )
+    pending_cache_ttl = Float(
+        10.0, config=True,
+        help="Seconds cluster-status answers from its cache while this server's own job pends "
+        "(at most cache_ttl). The server follows its queued job for every open tab at once, "
+        "one squeue per cluster per this many seconds, so a card turns running soon after the "
+        "job starts; sidebars never ask it to skip the cache for that.",
+    )
     status_wait = Float(
         5.0, config=True,
         help="Seconds cluster-status waits for a cluster's squeue. A cluster that has not "
@@ -358,7 +365,7 @@ class HPCManager(LoggingConfigurable):
         except ValidationError as exc:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r}: {exc}") from exc
 
-    @validate("refresh_min_interval")
+    @validate("refresh_min_interval", "pending_cache_ttl")
     def _check_non_negative(self, proposal: Any) -> float:
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be 0 or more")

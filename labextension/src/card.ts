@@ -1,161 +1,297 @@
 import { el } from './dom';
 import { LaunchForm } from './form';
-import { formatDuration, formatEstimate } from './format';
-import { IClusterEntry } from './tokens';
+import { formatDuration, formatEstimate, formatMemory } from './format';
+import { HPCModel, IClusterState, Progress, secondsLeft } from './model';
+import { ITrans } from './tokens';
 
 /**
  * One cluster's card in the sidebar: its state, what its job asked for and how long it has
  * left (or why it waits and when it should start), its launch form, and the buttons that fit.
- * Rendering only: the panel (panel.ts) owns the state and does the work.
+ *
+ * A view of the model: its elements are made once and updated in place, so a field the user
+ * types in, a focused button and an open "More options" stay as they are while answers land.
  */
 
-export type Progress = 'submitted' | 'pending' | 'running' | 'ready';
 const PROGRESS: Progress[] = ['submitted', 'pending', 'running', 'ready'];
 
-export interface ICard {
-  root: HTMLElement;
-  hpc: string;
-  entry: IClusterEntry | null;
-  fetchedAt: number; // ms, when entry.timeLeftSeconds was true
-  form: LaunchForm | null;
-  progress: Progress | null;
-  problem: string | null; // what the server finds wrong with the form now
-  busy: boolean;
-  warned: boolean;
-}
-
-/** What a card's buttons do, and what it shows of the panel. */
-export interface ICardView {
-  readonly activeHpc: string | null;
-  formFor(card: ICard): LaunchForm;
-  launch(hpc: string): Promise<unknown>;
-  stop(hpc: string): Promise<void>;
-  switchTo(hpc: string): Promise<void>;
-  login(hpc: string): Promise<boolean>;
-  logout(hpc: string): Promise<void>;
+/** What the card's buttons do (the panel does the work: dialogs, notifications). */
+export interface ICardActions {
+  launch(hpc: string): void;
+  stop(hpc: string): void;
+  switchTo(hpc: string): void;
+  login(hpc: string): void;
+  logout(hpc: string): void;
   openVSCode(hpc: string): void;
 }
+
+type ButtonName = 'login' | 'open' | 'switch' | 'connect' | 'stop' | 'launch' | 'logout';
 
 /** A pending job's reason: the server's words for it, else SLURM's code. */
 export function explainReason(entry: { reason?: string | null; reasonText?: string | null }) {
   return entry.reasonText ?? entry.reason ?? null;
 }
 
-/** A running job's seconds left, counted down since its entry arrived. */
-export function secondsLeft(card: ICard): number | null {
-  const left = card.entry?.timeLeftSeconds;
-  if (left === undefined || left === null) {
-    return null;
-  }
-  return Math.max(0, left - Math.floor((Date.now() - card.fetchedAt) / 1000));
-}
+export class ClusterCard {
+  readonly node: HTMLElement;
 
-export function renderCard(card: ICard, view: ICardView): void {
-  const { root, hpc, entry } = card;
-  const state = card.busy && !entry ? 'pending' : (entry?.status ?? 'unknown');
-  root.replaceChildren();
-  root.dataset.state = state;
-  const head = el('div', 'jp-HPCPanel-cardHead');
-  head.appendChild(el('span', 'jp-HPCPanel-name', hpc));
-  // A cluster waiting for the user's login is not in trouble: it says what to do.
-  const shown = entry?.login === 'required' ? 'login' : state;
-  const badge = el('span', `jp-HPCPanel-badge jp-mod-${shown}`, entry ? shown : '…');
-  head.appendChild(badge);
-  if (view.activeHpc === hpc) {
-    const active = el('span', 'jp-HPCPanel-active', 'active');
-    active.title = 'hpc/code/ serves this cluster';
-    head.appendChild(active);
-  }
-  root.appendChild(head);
-
-  if (entry?.status === 'running' || entry?.status === 'pending') {
-    const facts = el('dl', 'jp-HPCPanel-facts');
-    const add = (k: string, v: string | null | undefined, cls = '') => {
-      if (v) {
-        facts.append(el('dt', '', k), el('dd', cls, v));
-      }
+  constructor(
+    readonly hpc: string,
+    private readonly _model: HPCModel,
+    private readonly _actions: ICardActions,
+    private readonly _trans: ITrans
+  ) {
+    const trans = _trans;
+    this.node = el('section', 'jp-HPCPanel-card');
+    this.node.dataset.hpc = hpc;
+    this.node.setAttribute('aria-label', trans.__('Cluster %1', hpc));
+    const head = el('div', 'jp-HPCPanel-cardHead');
+    const name = el('h3', 'jp-HPCPanel-name', hpc);
+    this._badge = el('span', 'jp-HPCPanel-badge', '…');
+    // Screen readers hear a cluster's state when it changes.
+    this._badge.setAttribute('role', 'status');
+    this._activeMark = el('span', 'jp-HPCPanel-active', trans.__('active'));
+    this._activeMark.title = trans.__('hpc/code/ serves this cluster');
+    head.append(name, this._badge, this._activeMark);
+    this._facts = el('dl', 'jp-HPCPanel-facts');
+    this._error = el('p', 'jp-HPCPanel-error');
+    this._error.setAttribute('role', 'alert');
+    this._progress = el('ol', 'jp-HPCPanel-progress');
+    this._progress.setAttribute('aria-label', trans.__('Launch progress'));
+    this._formSlot = el('div', 'jp-HPCPanel-formSlot');
+    const actions = el('div', 'jp-HPCPanel-actions');
+    const add = (name: ButtonName, label: string, cls: string, onclick: () => void) => {
+      const b = el('button', `jp-Button jp-mod-styled ${cls}`, label);
+      b.type = 'button';
+      b.onclick = onclick;
+      actions.appendChild(b);
+      this._buttons.set(name, b);
     };
-    add('Job', entry.jobId, 'jp-HPCPanel-jobId');
-    add('Node', entry.node, 'jp-HPCPanel-node');
-    add('Partition', entry.partition, 'jp-HPCPanel-partition');
-    add('CPUs', entry.cpus);
-    add('GPUs', entry.gpus, 'jp-HPCPanel-gpus');
-    add('Memory', entry.memory);
-    add('Account', entry.account);
-    if (entry.status === 'running') {
-      const left = secondsLeft(card);
-      add(
-        'Time left',
-        left !== null ? formatDuration(left) : entry.timeLeft,
-        'jp-HPCPanel-timeLeft'
+    const a = this._actions;
+    add('login', trans.__('Log in'), 'jp-mod-accept jp-HPCPanel-login', () => a.login(hpc));
+    add('open', trans.__('Open VS Code'), 'jp-mod-accept jp-HPCPanel-open', () =>
+      a.openVSCode(hpc)
+    );
+    add('switch', trans.__('Switch'), 'jp-HPCPanel-switch', () => a.switchTo(hpc));
+    add('connect', trans.__('Connect'), 'jp-mod-accept jp-HPCPanel-connect', () => a.launch(hpc));
+    add('launch', trans.__('Launch'), 'jp-mod-accept jp-HPCPanel-launch', () => a.launch(hpc));
+    add('stop', trans.__('Stop'), 'jp-mod-warn jp-HPCPanel-stop', () => a.stop(hpc));
+    add('logout', trans.__('Log out'), 'jp-HPCPanel-logout', () => a.logout(hpc));
+    this._buttons.get('logout')!.title = trans.__(
+      'Close the connection to the login node (a job keeps running)'
+    );
+    this.node.append(head, this._facts, this._error, this._progress, this._formSlot, actions);
+    this.update();
+  }
+
+  /** The launch form (made once the server's configuration is known; kept across updates). */
+  get form(): LaunchForm | null {
+    return this._form;
+  }
+
+  /** Show the model's state for this cluster, in place. */
+  update(): void {
+    const trans = this._trans;
+    const s = this._model.state(this.hpc);
+    const { entry } = s;
+    const state = s.busy && !entry ? 'pending' : (entry?.status ?? 'unknown');
+    this.node.dataset.state = state;
+    // A cluster waiting for the user's login is not in trouble: it says what to do.
+    const shown = entry?.login === 'required' ? 'login' : state;
+    this._badge.className = `jp-HPCPanel-badge jp-mod-${shown}`;
+    setText(this._badge, entry ? badgeText(shown, trans) : '…');
+    this._badge.title = entry?.stale ? trans.__('last known: SLURM has not answered lately') : '';
+    this._activeMark.hidden = this._model.activeHpc !== this.hpc;
+
+    this._renderFacts(s);
+    const error = entry?.error && (entry.status === 'unknown' || entry.stale) ? entry.error : '';
+    this._error.className =
+      entry?.login === 'required' ? 'jp-HPCPanel-loginNeeded' : 'jp-HPCPanel-error';
+    setText(this._error, error);
+    this._error.hidden = !error;
+    this._renderProgress(s.progress);
+
+    const showForm = !entry || entry.status === 'idle' || entry.status === 'unknown';
+    const login = entry?.login === 'required';
+    if (showForm && !login && this._model.config && !this._form) {
+      this._form = this._makeForm();
+      this._formSlot.appendChild(this._form.node);
+    }
+    this._formSlot.hidden = !showForm || login;
+    this._form?.setDisabled(s.busy);
+
+    const running = entry?.status === 'running';
+    const visible: Record<ButtonName, boolean> = {
+      login,
+      open: !login && running && !!entry?.url,
+      switch: !login && running && !!entry?.url && this._model.activeHpc !== this.hpc,
+      connect: !login && running && !entry?.url,
+      stop: !login && (running || entry?.status === 'pending'),
+      launch: !login && showForm,
+      logout: entry?.login === 'connected'
+    };
+    for (const [name, button] of this._buttons) {
+      button.hidden = !visible[name];
+      button.disabled = s.busy || (name === 'launch' && this._problem !== null);
+    }
+  }
+
+  /** The options changed (partitions came in): the form takes them in place. */
+  updateOptions(): void {
+    this._form?.setOptions(this._model.options(this.hpc));
+  }
+
+  /** The last launch changed: the form offers it as "same as last time". */
+  updateLast(): void {
+    this._form?.setLast(this._model.lastLaunch[this.hpc] ?? null);
+  }
+
+  /** Once a second: the countdowns. */
+  tick(now = Date.now()): void {
+    const s = this._model.state(this.hpc);
+    const estimate = s.entry?.estimatedStart;
+    if (s.entry?.status === 'pending' && estimate) {
+      setText(
+        this._facts.querySelector('.jp-HPCPanel-estimate'),
+        formatEstimate(estimate, now, this._trans)
       );
-    } else {
-      add('Time limit', entry.timeLimit);
-      add('Waiting', explainReason(entry), 'jp-HPCPanel-reason');
-      if (entry.estimatedStart) {
-        add('Starts', formatEstimate(entry.estimatedStart), 'jp-HPCPanel-estimate');
+    }
+    if (s.entry?.status === 'running') {
+      const left = secondsLeft(s, now);
+      if (left !== null) {
+        setText(this._facts.querySelector('.jp-HPCPanel-timeLeft'), formatDuration(left));
       }
     }
-    root.appendChild(facts);
-  }
-  if (entry?.status === 'unknown' && entry.error) {
-    const cls = entry.login === 'required' ? 'jp-HPCPanel-loginNeeded' : 'jp-HPCPanel-error';
-    root.appendChild(el('p', cls, entry.error));
-  }
-  if (card.progress) {
-    root.appendChild(progressSteps(card.progress));
   }
 
-  const actions = el('div', 'jp-HPCPanel-actions');
-  const button = (label: string, onclick: () => void, cls = '') => {
-    const b = el('button', `jp-Button jp-mod-styled ${cls}`, label);
-    b.disabled = card.busy;
-    b.onclick = onclick;
-    actions.appendChild(b);
-    return b;
-  };
-  if (entry?.login === 'required') {
-    // Nothing can run there before the user answers the login node's password or code.
-    button('Log in', () => void view.login(hpc), 'jp-mod-accept jp-HPCPanel-login');
-  } else if (entry?.status === 'running') {
-    if (entry.url) {
-      button('Open VS Code', () => view.openVSCode(hpc), 'jp-mod-accept jp-HPCPanel-open');
-    }
-    if (view.activeHpc !== hpc && entry.url) {
-      button('Switch', () => void view.switchTo(hpc), 'jp-HPCPanel-switch');
-    }
-    if (!entry.url) {
-      button('Connect', () => void view.launch(hpc), 'jp-mod-accept jp-HPCPanel-launch');
-    }
-    button('Stop', () => void view.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
-  } else if (entry?.status === 'pending') {
-    button('Stop', () => void view.stop(hpc), 'jp-mod-warn jp-HPCPanel-stop');
-  } else if (entry?.status === 'idle' || entry?.status === 'unknown' || !entry) {
-    root.appendChild(view.formFor(card).node);
-    const launch = button(
-      'Launch',
-      () => void view.launch(hpc),
-      'jp-mod-accept jp-HPCPanel-launch'
+  dispose(): void {
+    this._form?.dispose();
+  }
+
+  private _makeForm(): LaunchForm {
+    const config = this._model.config!;
+    return new LaunchForm(
+      this.hpc,
+      { cpus: config.defaultCpus, mem: config.defaultMem, time: config.defaultTime },
+      this._model.options(this.hpc),
+      this._model.lastLaunch[this.hpc] ?? null,
+      problem => {
+        this._problem = problem;
+        const launch = this._buttons.get('launch')!;
+        launch.disabled = this._model.state(this.hpc).busy || problem !== null;
+      },
+      () => this._actions.launch(this.hpc),
+      this._trans
     );
-    launch.disabled = card.busy || card.problem !== null;
   }
-  if (entry?.login === 'connected') {
-    const out = button('Log out', () => void view.logout(hpc), 'jp-HPCPanel-logout');
-    out.title = 'Close the connection to the login node (a job keeps running)';
+
+  private _renderFacts(s: IClusterState): void {
+    const { entry } = s;
+    const trans = this._trans;
+    const facts: [string, string | null | undefined, string][] = [];
+    if (entry?.status === 'running' || entry?.status === 'pending') {
+      facts.push(
+        [trans.__('Job'), entry.jobId, 'jp-HPCPanel-jobId'],
+        [trans.__('Node'), entry.node, 'jp-HPCPanel-node'],
+        [trans.__('Partition'), entry.partition, 'jp-HPCPanel-partition'],
+        [trans.__('CPUs'), entry.cpus, ''],
+        [trans.__('GPUs'), entry.gpus, 'jp-HPCPanel-gpus'],
+        [trans.__('Memory'), formatMemory(entry.memory), 'jp-HPCPanel-memory'],
+        [trans.__('Account'), entry.account, '']
+      );
+      if (entry.status === 'running') {
+        const left = secondsLeft(s);
+        facts.push([
+          trans.__('Time left'),
+          left !== null ? formatDuration(left) : entry.timeLeft,
+          'jp-HPCPanel-timeLeft'
+        ]);
+      } else {
+        facts.push(
+          [trans.__('Time limit'), entry.timeLimit, ''],
+          [trans.__('Waiting'), explainReason(entry), 'jp-HPCPanel-reason']
+        );
+        if (entry.estimatedStart) {
+          facts.push([
+            trans.__('Starts'),
+            formatEstimate(entry.estimatedStart, Date.now(), trans),
+            'jp-HPCPanel-estimate'
+          ]);
+        }
+      }
+    }
+    const shown = facts.filter(([, v]) => !!v) as [string, string, string][];
+    // The countdowns change every second (tick): the list is made anew only when its rows do.
+    const key = JSON.stringify(
+      shown.map(([k, v, c]) => (c.endsWith('timeLeft') || c.endsWith('estimate') ? k : [k, v]))
+    );
+    if (key !== this._factsKey) {
+      this._factsKey = key;
+      this._facts.replaceChildren(
+        ...shown.flatMap(([k, v, cls]) => [el('dt', '', k), el('dd', cls, v)])
+      );
+    }
+    this._facts.hidden = !shown.length;
   }
-  root.appendChild(actions);
+
+  private _renderProgress(progress: Progress | null): void {
+    this._progress.hidden = progress === null;
+    if (progress === this._shownProgress) {
+      return;
+    }
+    this._shownProgress = progress;
+    const reached = progress ? PROGRESS.indexOf(progress) : -1;
+    const names: Record<Progress, string> = {
+      submitted: this._trans.__('submitted'),
+      pending: this._trans.__('pending'),
+      running: this._trans.__('running'),
+      ready: this._trans.__('ready')
+    };
+    this._progress.replaceChildren(
+      ...PROGRESS.map((step, i) => {
+        const item = el(
+          'li',
+          i < reached ? 'jp-mod-done' : i === reached ? 'jp-mod-current' : '',
+          names[step]
+        );
+        if (i === reached) {
+          item.setAttribute('aria-current', 'step');
+        }
+        return item;
+      })
+    );
+  }
+
+  private _badge: HTMLElement;
+  private _activeMark: HTMLElement;
+  private _facts: HTMLElement;
+  private _factsKey = '';
+  private _error: HTMLElement;
+  private _progress: HTMLElement;
+  private _shownProgress: Progress | null = null;
+  private _formSlot: HTMLElement;
+  private _form: LaunchForm | null = null;
+  private _problem: string | null = null;
+  private _buttons = new Map<ButtonName, HTMLButtonElement>();
 }
 
-function progressSteps(progress: Progress): HTMLElement {
-  const list = el('ol', 'jp-HPCPanel-progress');
-  const reached = PROGRESS.indexOf(progress);
-  PROGRESS.forEach((step, i) => {
-    const item = el(
-      'li',
-      i < reached ? 'jp-mod-done' : i === reached ? 'jp-mod-current' : '',
-      step
-    );
-    list.appendChild(item);
-  });
-  return list;
+function badgeText(state: string, trans: ITrans): string {
+  switch (state) {
+    case 'idle':
+      return trans.__('idle');
+    case 'pending':
+      return trans.__('pending');
+    case 'running':
+      return trans.__('running');
+    case 'login':
+      return trans.__('login');
+    default:
+      return trans.__('unknown');
+  }
+}
+
+/** Set a node's text only when it differs (no needless DOM mutation for assistive tech). */
+function setText(node: Element | null, text: string): void {
+  if (node && node.textContent !== text) {
+    node.textContent = text;
+  }
 }

@@ -1,6 +1,14 @@
 import { el } from './dom';
 import { APIError, post } from './request';
-import { IClusterOptions, IPartition, LaunchField, LaunchValues } from './tokens';
+import { formatMemory } from './format';
+import {
+  IClusterOptions,
+  IPartition,
+  ITrans,
+  LaunchField,
+  LaunchValues,
+  plainTrans
+} from './tokens';
 
 /** The fields a launch sends, in the order the form shows them. */
 const FIELDS: LaunchField[] = [
@@ -14,20 +22,30 @@ const FIELDS: LaunchField[] = [
   'workdir'
 ];
 const BASIC: LaunchField[] = ['cpus', 'mem', 'time'];
+let formCount = 0; // unique ids for aria-describedby
 const LAST = '\u0000last'; // the preset select's "same as last time"
 
-/** "gpu: up to 1-00:00:00, 16 CPUs, 195G, 2 tesla GPUs" */
-export function describePartition(p: IPartition): string {
+/** "gpu: up to 1-00:00:00, 16 CPUs, 195 GiB, 2 tesla GPUs" */
+export function describePartition(p: IPartition, trans: ITrans = plainTrans): string {
   const limits = [
-    p.maxTime ? `up to ${p.maxTime}` : 'no time limit',
-    `${p.maxCpusPerNode} CPUs`,
-    p.maxMemPerNode
+    p.maxTime ? trans.__('up to %1', p.maxTime) : trans.__('no time limit'),
+    trans._n('%1 CPU', '%1 CPUs', p.maxCpusPerNode),
+    formatMemory(p.maxMemPerNodeMb)
   ];
   for (const [kind, n] of Object.entries(p.gpus)) {
-    limits.push(`${n} ${kind === 'gpu' ? '' : kind + ' '}GPU${n === 1 ? '' : 's'}`);
+    limits.push(
+      kind === 'gpu'
+        ? trans._n('%1 GPU', '%1 GPUs', n)
+        : trans._n('%1 %2 GPU', '%1 %2 GPUs', n, kind)
+    );
   }
   const state = p.state === 'up' ? '' : ` [${p.state}]`;
-  return `${p.name}${p.default ? ' (default)' : ''}: ${limits.join(', ')}${state}`;
+  return `${partitionName(p, trans)}: ${limits.join(', ')}${state}`;
+}
+
+/** "debug (default)": what the closed select shows (its limits are under it, in full). */
+export function partitionName(p: IPartition, trans: ITrans = plainTrans): string {
+  return p.default ? trans.__('%1 (default)', p.name) : p.name;
 }
 
 /**
@@ -43,10 +61,12 @@ export class LaunchForm {
     readonly hpc: string,
     defaults: Record<'cpus' | 'mem' | 'time', string>,
     options: IClusterOptions | null,
-    readonly last: LaunchValues | null,
+    last: LaunchValues | null,
     private readonly _changed: (problem: string | null) => void,
-    submit: () => void
+    submit: () => void,
+    private readonly _trans: ITrans = plainTrans
   ) {
+    this._last = last;
     this._options = options;
     this.node = el('form', 'jp-HPCPanel-form');
     this.node.onsubmit = event => {
@@ -55,15 +75,19 @@ export class LaunchForm {
     };
     const basic = el('div', 'jp-HPCPanel-basic');
     this.node.appendChild(basic);
-    this._input(basic, 'cpus', 'CPUs', defaults.cpus);
-    this._input(basic, 'mem', 'Memory', defaults.mem);
-    this._input(basic, 'time', 'Time', defaults.time);
+    const trans = this._trans;
+    this._input(basic, 'cpus', trans.__('CPUs'), defaults.cpus);
+    this._input(basic, 'mem', trans.__('Memory'), defaults.mem, '', trans.__('e.g. 40G'));
+    this._input(basic, 'time', trans.__('Time'), defaults.time, '', trans.__('HH:MM:SS'));
 
     this._more = el('details', 'jp-HPCPanel-more');
-    this._more.appendChild(el('summary', '', 'More options'));
+    this._more.appendChild(el('summary', '', trans.__('More options')));
     this.node.appendChild(this._more);
     this._buildMore();
     this._problem = el('p', 'jp-HPCPanel-formError');
+    // Read out when it changes; a refused field points at it (aria-describedby).
+    this._problem.setAttribute('role', 'alert');
+    this._problem.id = `jp-HPCPanel-problem-${hpc.replace(/[^\w-]/g, '_')}-${++formCount}`;
     this.node.appendChild(this._problem);
     const hidden = el('button');
     hidden.type = 'submit';
@@ -141,6 +165,25 @@ export class LaunchForm {
     this.changed();
   }
 
+  /** The last launch that ran ("same as last time" in the presets). */
+  setLast(last: LaunchValues | null): void {
+    if (JSON.stringify(last) !== JSON.stringify(this._last)) {
+      this._last = last;
+      this.setOptions(this._options);
+    }
+  }
+
+  /** While a launch, stop or login runs, the fields wait (what they hold is kept). */
+  setDisabled(disabled: boolean): void {
+    this.node
+      .querySelectorAll<HTMLInputElement | HTMLSelectElement>('input, select')
+      .forEach(input => {
+        if (input.disabled !== disabled) {
+          input.disabled = disabled;
+        }
+      });
+  }
+
   /** Put values in the form (a preset, or the last launch), then check them. */
   fill(values: LaunchValues): void {
     for (const [name, value] of Object.entries(values)) {
@@ -192,7 +235,13 @@ export class LaunchForm {
   private _show(problem: string | null, field: string | null): void {
     this._problem.textContent = problem ?? '';
     for (const [name, input] of this._fields) {
-      input.toggleAttribute('aria-invalid', problem !== null && name === field);
+      if (problem !== null && name === field) {
+        input.setAttribute('aria-invalid', 'true');
+        input.setAttribute('aria-describedby', this._problem.id);
+      } else {
+        input.removeAttribute('aria-invalid');
+        input.removeAttribute('aria-describedby');
+      }
     }
     if (field && field !== 'cpus' && field !== 'mem' && field !== 'time') {
       (this.node.querySelector('.jp-HPCPanel-more') as HTMLDetailsElement).open = true;
@@ -204,22 +253,39 @@ export class LaunchForm {
   private _buildMore(): void {
     const more = this._more;
     const options = this._options;
+    const trans = this._trans;
     this._presets(more);
     const partitions = options?.partitions;
     if (partitions) {
-      const choices: [string, string][] = [['', 'default']];
+      const choices: [string, string][] = [['', trans.__('default')]];
       for (const p of partitions) {
-        choices.push([p.name, describePartition(p)]);
+        choices.push([p.name, partitionName(p, trans)]);
       }
-      this._select(more, 'partition', 'Partition', choices, options?.defaultPartition ?? '');
-      more.appendChild(el('p', 'jp-HPCPanel-limits'));
+      this._select(
+        more,
+        'partition',
+        trans.__('Partition'),
+        choices,
+        options?.defaultPartition ?? ''
+      );
+      for (const option of Array.from(
+        (this._fields.get('partition') as HTMLSelectElement).options
+      )) {
+        const p = partitions.find(x => x.name === option.value);
+        option.title = p ? describePartition(p, trans) : '';
+      }
+      const limits = el('p', 'jp-HPCPanel-limits');
+      limits.id = `${this._problem?.id ?? 'jp-HPCPanel'}-limits-${++formCount}`;
+      limits.setAttribute('aria-live', 'polite');
+      this._fields.get('partition')!.setAttribute('aria-describedby', limits.id);
+      more.appendChild(limits);
     } else {
-      this._input(more, 'partition', 'Partition', options?.defaultPartition ?? '');
+      this._input(more, 'partition', trans.__('Partition'), options?.defaultPartition ?? '');
     }
-    this._input(more, 'gpus', 'GPUs', '', 'e.g. 1 or tesla:1');
-    this._choice(more, 'account', 'Account', options?.accounts, options?.defaultAccount);
-    this._choice(more, 'qos', 'QOS', options?.qos, options?.defaultQos);
-    this._input(more, 'workdir', 'Folder', '', '~ (your home)');
+    this._input(more, 'gpus', trans.__('GPUs'), '', trans.__('e.g. 1 or tesla:1'));
+    this._choice(more, 'account', trans.__('Account'), options?.accounts, options?.defaultAccount);
+    this._choice(more, 'qos', trans.__('QOS'), options?.qos, options?.defaultQos);
+    this._input(more, 'workdir', trans.__('Folder'), '', trans.__('~ (your home)'));
   }
 
   private _label(parent: HTMLElement, name: LaunchField, label: string): HTMLLabelElement {
@@ -234,12 +300,14 @@ export class LaunchForm {
     name: LaunchField,
     label: string,
     value: string,
-    placeholder = ''
+    placeholder = '',
+    hint = ''
   ): void {
     const input = el('input', 'jp-mod-styled');
     input.name = name;
     input.value = value;
     input.placeholder = placeholder;
+    input.title = hint;
     input.oninput = () => this.changed();
     this._label(parent, name, label).appendChild(input);
     this._fields.set(name, input);
@@ -275,7 +343,7 @@ export class LaunchForm {
         parent,
         name,
         label,
-        [['', 'default'], ...choices.map(c => [c, c] as [string, string])],
+        [['', this._trans.__('default')], ...choices.map(c => [c, c] as [string, string])],
         value ?? ''
       );
     } else {
@@ -286,18 +354,18 @@ export class LaunchForm {
   private _presets(parent: HTMLElement): void {
     const presets = this._options?.presets ?? {};
     const names = Object.keys(presets);
-    if (!names.length && !this.last) {
+    if (!names.length && !this._last) {
       return;
     }
     const wrap = el('label', 'jp-HPCPanel-field jp-HPCPanel-field-preset');
-    wrap.appendChild(el('span', '', 'Preset'));
+    wrap.appendChild(el('span', '', this._trans.__('Preset')));
     const select = selectOf('preset', [
       ['', '—'],
-      ...(this.last ? [[LAST, 'Same as last time'] as [string, string]] : []),
+      ...(this._last ? [[LAST, this._trans.__('Same as last time')] as [string, string]] : []),
       ...names.map(n => [n, n] as [string, string])
     ]);
     select.onchange = () => {
-      const chosen = select.value === LAST ? this.last : presets[select.value];
+      const chosen = select.value === LAST ? this._last : presets[select.value];
       if (chosen) {
         this.fill(chosen as LaunchValues);
       }
@@ -318,7 +386,7 @@ export class LaunchForm {
     const p = partitions.find(x => (chosen ? x.name === chosen : x.default));
     const limits = this.node.querySelector('.jp-HPCPanel-limits');
     if (limits) {
-      limits.textContent = p ? describePartition(p) : '';
+      limits.textContent = p ? describePartition(p, this._trans) : '';
     }
     const has = !!p && Object.keys(p.gpus).length > 0;
     // (style, not the hidden attribute: the field's own CSS sets display)
@@ -329,6 +397,7 @@ export class LaunchForm {
   }
 
   private _options: IClusterOptions | null;
+  private _last: LaunchValues | null;
   private _more: HTMLDetailsElement;
   private _waiting = false;
   private _fields = new Map<LaunchField, HTMLInputElement | HTMLSelectElement>();

@@ -1,3 +1,5 @@
+import { ITrans, plainTrans } from './tokens';
+
 /** HH:MM:SS (D-HH:MM:SS from a day on), as the server writes it. */
 export function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.floor(seconds));
@@ -13,12 +15,35 @@ export function formatDuration(seconds: number): string {
  * When SLURM expects a pending job to start, counted down from now: "in 00:09:30 (14:05)", or
  * "any moment now" once the time has come. The estimate is SLURM's (ISO, the cluster's clock).
  */
-export function formatEstimate(iso: string, now = Date.now()): string {
+export function formatEstimate(iso: string, now = Date.now(), trans: ITrans = plainTrans): string {
   const at = Date.parse(iso);
   if (Number.isNaN(at)) {
     return iso;
   }
   const clock = new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   const left = (at - now) / 1000;
-  return left > 0 ? `in ${formatDuration(left)} (${clock})` : `any moment now (${clock})`;
+  return left > 0
+    ? trans.__('in %1 (%2)', formatDuration(left), clock)
+    : trans.__('any moment now (%1)', clock);
+}
+
+const MEM_UNITS: Record<string, number> = { K: 1 / 1024, M: 1, G: 1024, T: 1024 * 1024 };
+
+/**
+ * SLURM's memory ("200000M", "40G", a bare number of megabytes) in human units:
+ * "195.3 GiB", "40 GiB", "512 MiB" (SLURM's M and G are binary). Anything else as it came.
+ */
+export function formatMemory(memory: string | number | null | undefined): string {
+  if (memory === null || memory === undefined || memory === '') {
+    return '';
+  }
+  const match = /^(\d+(?:\.\d+)?)([KMGT]?)$/i.exec(String(memory).trim());
+  if (!match) {
+    return String(memory);
+  }
+  const mb = parseFloat(match[1]) * MEM_UNITS[(match[2] || 'M').toUpperCase()];
+  const [value, unit] =
+    mb >= 1024 * 1024 ? [mb / (1024 * 1024), 'TiB'] : mb >= 1024 ? [mb / 1024, 'GiB'] : [mb, 'MiB'];
+  const shown = Number.isInteger(value) ? String(value) : value.toFixed(1).replace(/\.0$/, '');
+  return `${shown} ${unit}`;
 }

@@ -3,7 +3,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import { post } from './request';
-import { ILoginReply, ILoginPrompt } from './tokens';
+import { ILoginReply, ILoginPrompt, ITrans, plainTrans } from './tokens';
 
 /**
  * The "Log in" dialog for a cluster whose login node (or a jump host) asks for a password or
@@ -12,7 +12,7 @@ import { ILoginReply, ILoginPrompt } from './tokens';
  * attempt at once. The answers go to the server, which passes them to the cluster; nothing here
  * keeps them.
  */
-export async function logIn(hpc: string): Promise<boolean> {
+export async function logIn(hpc: string, trans: ITrans = plainTrans): Promise<boolean> {
   const path = `login/${encodeURIComponent(hpc)}`;
   let problem = '';
   for (;;) {
@@ -20,12 +20,14 @@ export async function logIn(hpc: string): Promise<boolean> {
     try {
       reply = await post<ILoginReply>(path, {});
     } catch (error) {
-      Notification.error(`Log in to ${hpc}: ${(error as Error).message}`, { autoClose: false });
+      Notification.error(trans.__('Log in to %1: %2', hpc, (error as Error).message), {
+        autoClose: false
+      });
       return false;
     }
     let refused = false;
     while (reply.status === 'prompt') {
-      const answers = await askRound(hpc, reply, problem);
+      const answers = await askRound(hpc, reply, problem, trans);
       problem = '';
       if (answers === null) {
         // Cancelled: end the attempt on the server now rather than when it expires.
@@ -40,21 +42,21 @@ export async function logIn(hpc: string): Promise<boolean> {
           refused = true;
           break;
         }
-        Notification.error(`Log in to ${hpc}: ${(error as Error).message}`, {
+        Notification.error(trans.__('Log in to %1: %2', hpc, (error as Error).message), {
           autoClose: false
         });
         return false;
       }
     }
     if (!refused) {
-      Notification.success(`Logged in to ${hpc}.`, { autoClose: 4000 });
+      Notification.success(trans.__('Logged in to %1.', hpc), { autoClose: 4000 });
       return true;
     }
   }
 }
 
 class RoundBody extends Widget implements Dialog.IBodyWidget<string[]> {
-  constructor(round: ILoginPrompt, problem: string) {
+  constructor(round: ILoginPrompt, problem: string, trans: ITrans) {
     super();
     this.addClass('jp-HPCLogin');
     const add = (tag: string, cls: string, text: string) => {
@@ -66,7 +68,8 @@ class RoundBody extends Widget implements Dialog.IBodyWidget<string[]> {
       }
     };
     add('p', 'jp-HPCLogin-error', problem);
-    add('p', 'jp-HPCLogin-host', `The ${round.host} asks:`);
+    this.node.querySelector('.jp-HPCLogin-error')?.setAttribute('role', 'alert');
+    add('p', 'jp-HPCLogin-host', trans.__('The %1 asks:', round.host));
     add('h3', 'jp-HPCLogin-title', round.title);
     add('p', 'jp-HPCLogin-instructions', round.instructions);
     for (const prompt of round.prompts) {
@@ -77,8 +80,13 @@ class RoundBody extends Widget implements Dialog.IBodyWidget<string[]> {
       const input = document.createElement('input');
       input.className = 'jp-mod-styled jp-HPCLogin-answer';
       input.type = prompt.echo ? 'text' : 'password';
-      // Not for the browser's password manager to keep, nor its autofill to guess.
-      input.autocomplete = 'off';
+      // A one-time code is filled from an authenticator or SMS (one-time-code), never kept;
+      // a password may come from the user's password manager.
+      const code = /code|token|otp|verification|passcode/i.test(prompt.text);
+      input.autocomplete = code ? 'one-time-code' : prompt.echo ? 'off' : 'current-password';
+      if (code) {
+        input.inputMode = 'numeric';
+      }
       input.spellcheck = false;
       label.append(text, input);
       this.node.appendChild(label);
@@ -96,14 +104,18 @@ class RoundBody extends Widget implements Dialog.IBodyWidget<string[]> {
 async function askRound(
   hpc: string,
   round: ILoginPrompt,
-  problem: string
+  problem: string,
+  trans: ITrans
 ): Promise<string[] | null> {
-  const body = new RoundBody(round, problem);
+  const body = new RoundBody(round, problem, trans);
   const result = await showDialog({
-    title: `Log in to ${hpc}`,
+    title: trans.__('Log in to %1', hpc),
     body,
     focusNodeSelector: 'input',
-    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Log in' })]
+    buttons: [
+      Dialog.cancelButton({ label: trans.__('Cancel') }),
+      Dialog.okButton({ label: trans.__('Log in') })
+    ]
   });
   const answers = result.button.accept ? result.value : null;
   body.dispose(); // the typed values go with the dialog

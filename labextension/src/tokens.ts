@@ -40,6 +40,9 @@ export interface IClusterEntry {
   /** A pending job: its reason in words, and when SLURM expects it to start (ISO). */
   reasonText?: string | null;
   estimatedStart?: string | null;
+  /** The server holds this session but SLURM has not answered lately: last known. */
+  stale?: boolean;
+  slurmState?: string;
 }
 
 export interface IPartition {
@@ -117,20 +120,40 @@ export interface ILaunchReply {
   reason?: string | null;
 }
 
+/**
+ * The part of JupyterLab's TranslationBundle the sidebar uses (`__` with %1-style
+ * arguments, `_n` for plurals); `plainTrans` is its untranslated stand-in for unit tests.
+ */
+export interface ITrans {
+  __(msgid: string, ...args: any[]): string;
+  _n(msgid: string, msgid_plural: string, n: number, ...args: any[]): string;
+}
+
+function fill(text: string, args: any[]): string {
+  return text.replace(/%(\d+)/g, (all, i) =>
+    args[i - 1] !== undefined ? String(args[i - 1]) : all
+  );
+}
+
+export const plainTrans: ITrans = {
+  __: (msgid, ...args) => fill(msgid, args),
+  _n: (one, many, n, ...args) => fill(n === 1 ? one : many, [n, ...args])
+};
+
 export interface ISettings {
   warnMinutesLeft: number;
   pollSeconds: number;
   pendingPollSeconds: number;
-  /** Per cluster, the fields of the user's last launch that ran ("same as last time"). */
-  lastLaunch: Record<string, LaunchValues>;
 }
 
 export const DEFAULT_SETTINGS: ISettings = {
   warnMinutesLeft: 15,
   pollSeconds: 30,
-  pendingPollSeconds: 5,
-  lastLaunch: {}
+  pendingPollSeconds: 5
 };
+
+/** The state database's key for each cluster's last launch ("same as last time"). */
+export const LAST_LAUNCH_KEY = 'jupyter-hpc-manager:last-launch';
 
 /** Keys of cluster-status that are not clusters. */
 export const STATUS_KEYS = new Set(['activeHpc', 'updatedAt', 'cached', 'cacheAge', 'cacheTtl']);

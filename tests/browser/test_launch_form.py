@@ -45,13 +45,22 @@ def test_limits_inline_a_preset_and_a_gpu_launch(browser, lab, artifacts):
         field(page, "partition").locator("option", has_text="debug (default)").first.wait_for(
             state="attached", timeout=30_000)
         more = more_options(page)  # (the form was made anew with them)
+        # The select shows names (readable in a narrow sidebar, never cut mid-limit); each
+        # option's limits are its tooltip, and the chosen one's are written in full under it.
         options = field(page, "partition").locator("option").all_text_contents()
-        assert any(o.startswith("debug (default): up to 12:00:00, 16 CPUs") for o in options)
-        assert any(o.startswith("gpu: up to 1-00:00:00") and "2 tesla GPUs" in o
-                   for o in options), options
+        assert options == ["default", "debug (default)", "gpu", "long"], options
+        limits = field(page, "partition").locator("option").evaluate_all(
+            "options => options.map(o => o.title)")
+        assert any(t.startswith("debug (default): up to 12:00:00, 16 CPUs") for t in limits)
+        assert any(t.startswith("gpu: up to 1-00:00:00") and "2 tesla GPUs" in t
+                   for t in limits), limits
         assert not more.locator(".jp-HPCPanel-field-gpus").is_visible()
-        assert more.locator(".jp-HPCPanel-limits").text_content().startswith(
-            "debug (default): up to 12:00:00")
+        shown = more.locator(".jp-HPCPanel-limits")
+        assert shown.text_content().startswith("debug (default): up to 12:00:00")
+        assert " GiB" in shown.text_content()  # memory in human units, not 200000M
+        box = shown.bounding_box()
+        panel = page.locator(".jp-HPCPanel").bounding_box()
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"]  # wrapped, not cut
         # The account and QOS come from SLURM's accounting.
         assert field(page, "account").locator("option").all_text_contents() == [
             "default", "proj-a", "proj-b"]

@@ -142,7 +142,7 @@ def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
         dialog = page.locator(".jp-Dialog")
         dialog.get_by_text("also cancel the SLURM job").wait_for()
         page.screenshot(path=artifacts / f"panel-stop-dialog-{tag}.png")
-        assert dialog.locator("input.jp-HPCPanel-cancelJob").is_checked()
+        assert dialog.locator(".jp-HPCPanel-cancelJob input").is_checked()
         dialog.get_by_role("button", name="Stop").click()
         wait_badge(page, "idle")
         assert [j["name"].split("-")[1] for j in slurm_jobs()] == ["apollo"]  # gemini's is gone
@@ -193,6 +193,16 @@ def test_pending_warnings_palette_and_launcher(browser, lab, artifacts, filled_n
         toast(page, "minutes left")
         page.screenshot(path=artifacts / "panel-warning.png")
 
+        # The palette offers the commands that fit now: with a session running, all three.
+        page.keyboard.press("Control+Shift+C")
+        page.keyboard.type("VS Code")
+        palette = page.locator(".lm-CommandPalette")
+        for label in ("Launch VS Code on the default cluster", "Open VS Code (active HPC session)",
+                      "Stop VS Code (active HPC session)"):
+            palette.get_by_text(label).wait_for(timeout=10_000)
+        page.screenshot(path=artifacts / "palette.png")
+        page.keyboard.press("Escape")
+
         # Ended behind the panel's back: a notice on the next refresh.
         os.system("scancel -u hpcuser")
         while slurm_jobs():
@@ -202,13 +212,12 @@ def test_pending_warnings_palette_and_launcher(browser, lab, artifacts, filled_n
         toast(page, "has ended")
         page.screenshot(path=artifacts / "panel-ended.png")
 
-        # The palette knows the commands.
+        # With nothing running, Stop and Open are not offered (isEnabled follows the model).
         page.keyboard.press("Control+Shift+C")
         page.keyboard.type("VS Code")
-        palette = page.locator(".lm-CommandPalette")
-        for label in ("Launch VS Code on the default cluster", "Open VS Code (active HPC session)",
-                      "Stop VS Code (active HPC session)"):
-            palette.get_by_text(label).wait_for(timeout=10_000)
-        page.screenshot(path=artifacts / "palette.png")
+        palette.get_by_text("Launch VS Code on the default cluster").wait_for(timeout=10_000)
+        assert not palette.get_by_text("Stop VS Code (active HPC session)").is_visible()
+        page.keyboard.press("Escape")
+
     finally:
         page.close()
