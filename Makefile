@@ -60,6 +60,7 @@ lint: venv labextension
 # Browser tests drive Playwright's sync API: their own pytest runs, away from asyncio test loops.
 # tests/hub go through the sandbox's JupyterHub (alice and bob, Chromium).
 test: hub-up lint
+	cd labextension && jlpm test
 	$(VENV)/bin/pytest tests --ignore=tests/browser --ignore=tests/hub
 	$(VENV)/bin/pytest tests/browser
 	$(VENV)/bin/pytest tests/hub

@@ -1,14 +1,7 @@
 import { el } from './dom';
 import { APIError, post } from './request';
-import { formatMemory } from './format';
-import {
-  IClusterOptions,
-  IPartition,
-  ITrans,
-  LaunchField,
-  LaunchValues,
-  plainTrans
-} from './tokens';
+import { describePartition, partitionName } from './format';
+import { IClusterOptions, ITrans, LaunchField, LaunchValues, plainTrans } from './tokens';
 
 /** The fields a launch sends, in the order the form shows them. */
 const FIELDS: LaunchField[] = [
@@ -24,29 +17,6 @@ const FIELDS: LaunchField[] = [
 const BASIC: LaunchField[] = ['cpus', 'mem', 'time'];
 let formCount = 0; // unique ids for aria-describedby
 const LAST = '\u0000last'; // the preset select's "same as last time"
-
-/** "gpu: up to 1-00:00:00, 16 CPUs, 195 GiB, 2 tesla GPUs" */
-export function describePartition(p: IPartition, trans: ITrans = plainTrans): string {
-  const limits = [
-    p.maxTime ? trans.__('up to %1', p.maxTime) : trans.__('no time limit'),
-    trans._n('%1 CPU', '%1 CPUs', p.maxCpusPerNode),
-    formatMemory(p.maxMemPerNodeMb)
-  ];
-  for (const [kind, n] of Object.entries(p.gpus)) {
-    limits.push(
-      kind === 'gpu'
-        ? trans._n('%1 GPU', '%1 GPUs', n)
-        : trans._n('%1 %2 GPU', '%1 %2 GPUs', n, kind)
-    );
-  }
-  const state = p.state === 'up' ? '' : ` [${p.state}]`;
-  return `${partitionName(p, trans)}: ${limits.join(', ')}${state}`;
-}
-
-/** "debug (default)": what the closed select shows (its limits are under it, in full). */
-export function partitionName(p: IPartition, trans: ITrans = plainTrans): string {
-  return p.default ? trans.__('%1 (default)', p.name) : p.name;
-}
 
 /**
  * A cluster's launch form: CPUs, memory and time at once; partition, GPUs (where the partition

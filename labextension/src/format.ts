@@ -1,4 +1,4 @@
-import { ITrans, plainTrans } from './tokens';
+import { IPartition, ITrans, plainTrans } from './tokens';
 
 /** HH:MM:SS (D-HH:MM:SS from a day on), as the server writes it. */
 export function formatDuration(seconds: number): string {
@@ -46,4 +46,27 @@ export function formatMemory(memory: string | number | null | undefined): string
     mb >= 1024 * 1024 ? [mb / (1024 * 1024), 'TiB'] : mb >= 1024 ? [mb / 1024, 'GiB'] : [mb, 'MiB'];
   const shown = Number.isInteger(value) ? String(value) : value.toFixed(1).replace(/\.0$/, '');
   return `${shown} ${unit}`;
+}
+
+/** "gpu: up to 1-00:00:00, 16 CPUs, 195 GiB, 2 tesla GPUs" */
+export function describePartition(p: IPartition, trans: ITrans = plainTrans): string {
+  const limits = [
+    p.maxTime ? trans.__('up to %1', p.maxTime) : trans.__('no time limit'),
+    trans._n('%1 CPU', '%1 CPUs', p.maxCpusPerNode),
+    formatMemory(p.maxMemPerNodeMb)
+  ];
+  for (const [kind, n] of Object.entries(p.gpus)) {
+    limits.push(
+      kind === 'gpu'
+        ? trans._n('%1 GPU', '%1 GPUs', n)
+        : trans._n('%1 %2 GPU', '%1 %2 GPUs', n, kind)
+    );
+  }
+  const state = p.state === 'up' ? '' : ` [${p.state}]`;
+  return `${partitionName(p, trans)}: ${limits.join(', ')}${state}`;
+}
+
+/** "debug (default)": what the closed select shows (its limits are under it, in full). */
+export function partitionName(p: IPartition, trans: ITrans = plainTrans): string {
+  return p.default ? trans.__('%1 (default)', p.name) : p.name;
 }
