@@ -4,6 +4,7 @@ Screenshots of each state go to test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -33,14 +34,24 @@ def lab(sandbox_cluster, tmp_path, request):
         name: dict(sandbox_cluster, job_name=f"ui-{name}") for name in ("gemini", "apollo")})
 
 
-def lab_server(tmp_path, request, clusters: dict, launch_timeout: float = 20.0):
+def lab_server(tmp_path, request, clusters: dict, launch_timeout: float = 20.0,
+               lab_settings: dict | None = None):
     """JupyterLab with these clusters (their job names made unique), at the base_url the test
-    is parametrized with (default /); no job before or after."""
+    is parametrized with (default /); no job before or after. lab_settings: the sidebar's
+    settings (pollSeconds, ...) as a user would set them, in a settings folder of this server's
+    own, with a workspace of its own (JupyterLab opens as for a new user)."""
     cancel_all_jobs()
     tag = uuid.uuid4().hex[:6]
     clusters = {name: dict(c, job_name=f"{c['job_name']}-{tag}") for name, c in clusters.items()}
-    server = Server(tmp_path, clusters, base_url=getattr(request, "param", "/"),
-                    extra=f"c.HPCManager.launch_timeout = {launch_timeout}\n")
+    extra = f"c.HPCManager.launch_timeout = {launch_timeout}\n"
+    if lab_settings is not None:
+        settings = tmp_path / "lab-user-settings"
+        (settings / "jupyter-hpc-manager").mkdir(parents=True, exist_ok=True)
+        (settings / "jupyter-hpc-manager" / "plugin.jupyterlab-settings").write_text(
+            json.dumps(lab_settings))
+        extra += (f"c.LabApp.user_settings_dir = {str(settings)!r}\n"
+                  f"c.LabApp.workspaces_dir = {str(tmp_path / 'lab-workspaces')!r}\n")
+    server = Server(tmp_path, clusters, base_url=getattr(request, "param", "/"), extra=extra)
     server.start()
     yield server
     server.stop()
