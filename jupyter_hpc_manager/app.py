@@ -15,6 +15,7 @@ from traitlets import TraitError
 
 from .api_handlers import handlers as api_handlers
 from .config import HPCManager
+from .kernels import KernelSpecs, set_manager
 from .proxy import handlers as proxy_handlers
 from .sessions import SessionManager
 
@@ -45,6 +46,13 @@ class HPCManagerApp(ExtensionApp):
         self.manager = SessionManager(config, os.path.expanduser(state_path), self.log,
                                       base_url=self.serverapp.base_url if self.serverapp else "/")
         self.settings.update(hpc_manager=self.manager)
+        # Kernels in the running jobs: their kernelspecs in a folder the server's
+        # KernelSpecManager reads; provisioners find their cluster through the manager.
+        specs = self.manager.kernel_specs = KernelSpecs(self.log)
+        ksm = getattr(self.serverapp, "kernel_spec_manager", None)
+        if ksm is not None:
+            ksm.kernel_dirs.append(specs.kernels_dir)
+        set_manager(self.manager)
         remove_stale_tunnel_folders()
         self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
                       ", ".join(config.clusters) or "(none)", state_path)
@@ -57,6 +65,9 @@ class HPCManagerApp(ExtensionApp):
         manager = getattr(self, "manager", None)
         if manager is not None:
             await manager.aclose()
+            if manager.kernel_specs is not None:
+                manager.kernel_specs.close()
+            set_manager(None)
 
 
 def remove_stale_tunnel_folders() -> None:

@@ -94,6 +94,7 @@ class Cluster:
         self.sinfo_cache: TTLCache[Offer] = TTLCache(
             self.settings.cache_ttl, self._clock, min_refresh=self.settings.refresh_min_interval)
         self.offer_error: str | None = None  # why the last sinfo failed (failures are not cached)
+        self.kernels_running = 0  # notebook kernels running as steps of the job (kernels.py)
         self.offer_failed_at = float("-inf")
 
     def _squeue_ttl(self) -> float:
@@ -103,6 +104,11 @@ class Cluster:
         if s is not None and s.status == JobState.PENDING:
             return min(self.settings.pending_cache_ttl, self.settings.cache_ttl)
         return self.settings.cache_ttl
+
+    async def kernel_offer(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """The kernels the running job offers (see Scheduler.kernel_offer)."""
+        node = self.session.node if self.session is not None else None
+        return await self.scheduler.kernel_offer(job_id, node)
 
     def _clock(self) -> float:
         """The clock of SLURM's answers (their ages, the caches): the one tests move. The

@@ -101,6 +101,21 @@ class ClusterConfig(HasTraits):
         8, help="Commands (SSH exec channels) run at once on the login node's one connection; "
         "keep it below its sshd's MaxSessions (OpenSSH's default is 10). A login node that "
         "refuses a channel teaches a lower number; forwarded channels (the IDE) do not count.")
+    max_kernels = Int(
+        4, help="Notebook kernels that run at once in this cluster's job. Each holds one of "
+        "max_sessions' exec channels while it runs (its five ports are forwarded channels, "
+        "which do not count): keep it below max_sessions, so that commands always have some.")
+    kernels = Dict(
+        help="The kernels a job on this cluster offers, by name, as kernelspecs say them: "
+        "{'python3': {'display_name': 'Python 3', 'language': 'python', 'argv': ['python', "
+        "'-m', 'ipykernel_launcher', '-f', '{connection_file}']}}. Empty: the job is asked "
+        "(kernel_discovery).")
+    kernel_discovery = Unicode(
+        "jupyter kernelspec list --json",
+        help="Command run inside the running job (a step: srun --overlap) that lists the "
+        "kernels its environment offers, as `jupyter kernelspec list --json` prints them. "
+        "Admin-configured (it runs in a shell on the node); empty: only `kernels`.")
+    srun = Unicode("srun", help="srun command on the login node (starts kernels in the job).")
     threads = Int(
         4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
         "commands, opening channels): a hung login node or a login waiting for a code uses "
@@ -127,7 +142,7 @@ class ClusterConfig(HasTraits):
             raise TraitError(f"host {value!r} must be a host name, address or ssh-config alias")
         return str(value)
 
-    @validate("max_sessions", "threads")
+    @validate("max_sessions", "threads", "max_kernels")
     def _check_at_least_one(self, proposal: Any) -> int:
         value = proposal["value"]
         if value < 1:

@@ -9,7 +9,9 @@ import asyncio
 import json
 import logging
 import re
+import shlex
 from collections.abc import Iterable
+from typing import Any
 
 from . import slurm
 from .config import ClusterConfig
@@ -60,6 +62,34 @@ class Scheduler:
                               exc.message)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    # -- kernels in the job ---------------------------------------------------------------------
+    async def kernel_offer(self, job_id: str, node: str | None) -> dict[str, dict[str, Any]]:
+        """The kernels the running job offers, by name: the cluster's ``kernels`` setting, else
+        what ``kernel_discovery`` prints inside the job (a step next to the IDE). Only kernels
+        that read a connection file are kept."""
+        c = self.config
+        if c.kernels:
+            return usable_kernels(c.kernels)
+        if not c.kernel_discovery.strip():
+            return {}
+        argv = [c.srun, f"--jobid={job_id}", "--overlap", "-N1", "-n1", "--input=none"]
+        if node:
+            argv.append(f"--nodelist={node}")
+        command = shlex.join([*argv, "sh", "-c", c.kernel_discovery])
+        result = await self.node.run("kernels", command)
+        if result.exit_status != 0:
+            why = last_lines(result.stderr) or f"exit {result.exit_status}"
+            raise JobError(f"Asking job {job_id} on {self.name} for its kernels failed: {why}",
+                           {"hpc": self.name})
+        try:
+            listed = json.loads(result.stdout)["kernelspecs"]
+            return usable_kernels({name: with_interpreter(entry["spec"], entry["resource_dir"])
+                                   for name, entry in listed.items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JobError(f"The kernel list of job {job_id} on {self.name} is not what "
+                           f"`jupyter kernelspec list --json` prints: {exc}",
+                           {"hpc": self.name}) from exc
 
     # -- what the cluster offers -----------------------------------------------------------------
     async def offer(self) -> Offer:
@@ -202,3 +232,30 @@ def last_lines(text: str, n: int = 2) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " ".join(lines[-n:])
 
+
+def usable_kernels(specs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The kernelspecs a job's kernel can be started from: an argv (strings) that reads
+    ``{connection_file}``, and no provisioner of its own."""
+    kept = {}
+    for name, spec in specs.items():
+        argv = spec.get("argv") if isinstance(spec, dict) else None
+        if (isinstance(name, str) and isinstance(argv, list) and argv
+                and all(isinstance(a, str) for a in argv) and "{connection_file}" in argv
+                and not (spec.get("metadata") or {}).get("kernel_provisioner")):
+            kept[name] = spec
+    return kept
+
+
+_KERNEL_DIR = re.compile(r"^(/.+)/share/jupyter/kernels/[^/]+/?$")
+
+
+def with_interpreter(spec: dict[str, Any], resource_dir: str) -> dict[str, Any]:
+    """A spec whose argv starts with a bare ``python`` means the Python of the environment
+    that lists it (jupyter_client runs such a spec with its own interpreter): the environment's
+    ``bin/python``, found from the spec's folder (``<prefix>/share/jupyter/kernels/<name>``)."""
+    argv = spec.get("argv")
+    match = _KERNEL_DIR.match(resource_dir or "")
+    if (isinstance(argv, list) and argv and argv[0] in ("python", "python3") and match
+            and not match.group(1).startswith(("/usr/local", "/usr"))):
+        return {**spec, "argv": [f"{match.group(1)}/bin/python", *argv[1:]]}
+    return spec

