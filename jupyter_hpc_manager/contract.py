@@ -59,7 +59,16 @@ def cluster_entry(view: ClusterView) -> dict[str, Any]:
     _freshness(entry, view)
     if view.url is not None:
         entry["url"] = view.url
+    _kernels(entry, view)
     return entry
+
+
+def _kernels(entry: dict[str, Any], view: ClusterView) -> None:
+    """The running job's notebook kernels (additive): their kernelspec names, as the
+    Launcher and the kernel picker show them."""
+    if view.kernels and view.status is JobState.RUNNING:
+        entry["kernels"] = [{"name": name, "displayName": display}
+                            for name, display in view.kernels]
 
 
 def _job_fields(job: SqueueJob, age: float) -> dict[str, Any]:
@@ -112,6 +121,7 @@ def session_entry(view: ClusterView) -> dict[str, Any]:
     _freshness(entry, view)
     if view.url is not None:
         entry["url"] = view.url
+    _kernels(entry, view)
     return entry
 
 

@@ -502,11 +502,14 @@ class KernelSpecs:
         self.kernels_dir = os.path.join(self.folder, "kernels")
         shutil.rmtree(self.folder, ignore_errors=True)
         os.makedirs(self.kernels_dir, mode=0o700, exist_ok=True)
-        self._written: dict[str, tuple[str, list[str]]] = {}  # hpc -> (job, spec names)
+        # hpc -> (job, [(spec name, display name)])
+        self._written: dict[str, tuple[str, list[tuple[str, str]]]] = {}
         self._asking: dict[str, asyncio.Task[None]] = {}
 
-    def names(self, hpc: str) -> list[str]:
-        return list(self._written.get(hpc, ("", []))[1])
+    def of(self, hpc: str, job: str | None) -> tuple[tuple[str, str], ...]:
+        """The kernelspecs written for hpc's job (name, display name)."""
+        written = self._written.get(hpc)
+        return tuple(written[1]) if written is not None and written[0] == job else ()
 
     def sync(self, cluster: Cluster) -> None:
         """Bring cluster's specs in line with its session (called when the session changes)."""
@@ -521,6 +524,13 @@ class KernelSpecs:
         if task is None or task.done():
             self._asking[cluster.name] = asyncio.ensure_future(self._discover(cluster, job))
 
+    async def settled(self, hpc: str, timeout: float) -> None:
+        """Wait (at most timeout) for hpc's kernels to be asked: a launch answers with them."""
+        task = self._asking.get(hpc)
+        if task is not None and not task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+
     async def _discover(self, cluster: Cluster, job: str) -> None:
         try:
             offered = await cluster.kernel_offer(job)
@@ -531,7 +541,7 @@ class KernelSpecs:
         s = cluster.session
         if s is None or s.job_id != job or not s.running:
             return
-        names = []
+        names: list[tuple[str, str]] = []
         for kernel, spec in offered.items():
             name = f"{SPEC_PREFIX}{cluster.name}-{kernel}".lower()
             path = os.path.join(self.kernels_dir, name)
@@ -551,14 +561,14 @@ class KernelSpecs:
             }
             with open(os.path.join(path, "kernel.json"), "w") as f:
                 json.dump(body, f, indent=1)
-            names.append(name)
+            names.append((name, body["display_name"]))
         self._written[cluster.name] = (job, names)
         self.log.info("jupyter-hpc-manager: kernels of job %s on %s: %s", job, cluster.name,
-                      ", ".join(names) or "(none)")
+                      ", ".join(n for n, _ in names) or "(none)")
 
     def _remove(self, hpc: str) -> None:
         _, names = self._written.pop(hpc, ("", []))
-        for name in names:
+        for name, _ in names:
             shutil.rmtree(os.path.join(self.kernels_dir, name), ignore_errors=True)
         task = self._asking.pop(hpc, None)
         if task is not None:

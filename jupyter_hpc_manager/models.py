@@ -153,6 +153,8 @@ class ClusterView:
     error: str | None = None
     login: str | None = None  # "required" or "connected" for a cluster that asks for a login
     url: str | None = None
+    # The running job's notebook kernels: (kernelspec name, display name) (kernels.py)
+    kernels: tuple[tuple[str, str], ...] = ()
 
 
 # -- the outcomes of what a user asks --------------------------------------------------------------

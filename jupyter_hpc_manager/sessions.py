@@ -10,8 +10,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from . import validation
@@ -36,6 +37,7 @@ from .ssh import SSHConnection, SSHSettings
 from .state import StateStore
 
 T = TypeVar("T")
+KERNELS_WAIT = 5.0  # seconds a launch waits for the job's kernels to be known
 
 
 class SessionManager:
@@ -149,7 +151,7 @@ class SessionManager:
         views = await asyncio.gather(*(self._view(c, refresh) for c in self.clusters.values()))
         for cluster in self.clusters.values():
             self._sync_kernels(cluster)  # (a session restored from the record, too)
-        return Board(list(views), self.active_hpc)
+        return Board(self._with_kernels(views), self.active_hpc)
 
     async def _view(self, cluster: Cluster, refresh: bool) -> ClusterView:
         if cluster.node.login_state() == "required":
@@ -178,7 +180,15 @@ class SessionManager:
         offers = {c.name: c.offer_now(refresh) for c in self.clusters.values()}
         for cluster in self.clusters.values():
             self._sync_kernels(cluster)
-        return Board(views, self.active_hpc, offers)
+        return Board(self._with_kernels(views), self.active_hpc, offers)
+
+    def _with_kernels(self, views: Iterable[ClusterView]) -> list[ClusterView]:
+        """Each running job's view with the kernelspecs written for it."""
+        if self.kernel_specs is None:
+            return list(views)
+        specs = self.kernel_specs
+        return [replace(v, kernels=specs.of(v.name, v.session.job_id if v.session else None))
+                for v in views]
 
     def _sync_kernels(self, cluster: Cluster) -> None:
         """The job's kernelspecs follow its session (written once it runs, gone when it ends)."""
@@ -216,6 +226,9 @@ class SessionManager:
         cluster, request = self.parse_launch(body)
         outcome = await cluster.launch(request)
         self._sync_kernels(cluster)
+        if self.kernel_specs is not None and outcome.status != "pending":
+            # The job's kernels are asked at once: the panel's next look finds them.
+            await self.kernel_specs.settled(cluster.name, KERNELS_WAIT)
         if outcome.status != "pending":
             self.active_hpc = cluster.name
             await self._save()

@@ -82,6 +82,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     // Commands follow the model: the palette and menus enable what can be done now.
     model.changed.connect(() => commands.notifyCommandChanged());
+    // A job that starts or ends brings or takes its kernels: the Launcher and the kernel
+    // picker learn of it now, not at JupyterLab's next periodic look (61 s).
+    let kernels = '';
+    model.changed.connect(() => {
+      const now = JSON.stringify(
+        model.clusters.map(hpc => (model.state(hpc).entry?.kernels ?? []).map(k => k.name))
+      );
+      if (now !== kernels) {
+        kernels = now;
+        void app.serviceManager.kernelspecs.refreshSpecs();
+      }
+    });
 
     commands.addCommand(CommandIDs.openPanel, {
       label: trans.__('Show the HPC panel'),

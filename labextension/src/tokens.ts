@@ -43,6 +43,8 @@ export interface IClusterEntry {
   /** The server holds this session but SLURM has not answered lately: last known. */
   stale?: boolean;
   slurmState?: string;
+  /** A running job's notebook kernels (kernelspecs the Launcher shows). */
+  kernels?: { name: string; displayName: string }[];
 }
 
 export interface IPartition {
