@@ -12,6 +12,7 @@ from typing import Any
 from traitlets import (
     Bool,
     Dict,
+    Enum,
     Float,
     HasTraits,
     Int,
@@ -116,6 +117,12 @@ class ClusterConfig(HasTraits):
         "kernels its environment offers, as `jupyter kernelspec list --json` prints them. "
         "Admin-configured (it runs in a shell on the node); empty: only `kernels`.")
     srun = Unicode("srun", help="srun command on the login node (starts kernels in the job).")
+    kernel_encryption = Enum(
+        ["auto", "required", "disabled"], "auto",
+        help="CurveZMQ for the kernels' traffic on the node, which other users of the node can "
+        "reach (the HMAC key only keeps them from running code). auto: where the node's "
+        "ipykernel declares it (metadata.supported_encryption, ipykernel 7.3+); required: a "
+        "kernel without it does not start; disabled: HMAC only.")
     threads = Int(
         4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
         "commands, opening channels): a hung login node or a login waiting for a code uses "

@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Unicode
@@ -398,6 +399,15 @@ class JobKernelProvisioner(KernelProvisionerBase):
         km.ip = "127.0.0.1"
         for name, port in self._bridge.local.items():
             setattr(km, name, port)
+        # CurveZMQ between this server and the kernel on the shared node (the keys travel as
+        # the HMAC key does: in the connection file on the channel's stdin).
+        policy = cluster.config.kernel_encryption
+        if policy != "disabled" and km.curve_publickey is None:
+            if supports_curve(self.kernel_spec.metadata):
+                km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
+            elif policy == "required":
+                raise HPCError(f"The kernels of {self.hpc} do not support CurveZMQ "
+                               "(kernel_encryption is required): ipykernel 7.3 or later needed")
         kwargs.pop("extra_arguments", None)
         km.write_connection_file()
         self.connection_info = km.get_connection_info()
@@ -426,6 +436,10 @@ class JobKernelProvisioner(KernelProvisionerBase):
                   "signature_scheme": self.connection_info.get("signature_scheme",
                                                                "hmac-sha256"),
                   "kernel_name": self.kernel_id or "", **{p: 0 for p in PORTS}}
+        for field in ("curve_publickey", "curve_secretkey"):
+            if field in self.connection_info:
+                value = self.connection_info[field]
+                remote[field] = value.decode() if isinstance(value, bytes) else value
         stdin = json.dumps(remote).encode()
         name = f"hpc-kernel-{secrets.token_hex(6)}"
         node = session.connection.host if session.connection else (session.node or "")
@@ -479,6 +493,14 @@ class JobKernelProvisioner(KernelProvisionerBase):
                                  self.kernel_id, self.hpc, status, " | ".join(tail[-5:]))
             self._step = None
         self._exit = status
+
+
+def supports_curve(metadata: Any) -> bool:
+    """Whether a kernelspec's metadata declares CurveZMQ (ipykernel 7.3+)."""
+    found = (metadata or {}).get("supported_encryption") if isinstance(metadata, dict) else None
+    if isinstance(found, str):
+        found = [found]
+    return isinstance(found, (list, tuple)) and "curve" in {str(f).lower() for f in found}
 
 
 def last_line(text: str) -> str:
@@ -553,6 +575,8 @@ class KernelSpecs:
                 "language": spec.get("language", "python"),
                 "interrupt_mode": "message",
                 "metadata": {
+                    **({"supported_encryption": spec["metadata"]["supported_encryption"]}
+                       if supports_curve(spec.get("metadata")) else {}),
                     "kernel_provisioner": {"provisioner_name": PROVISIONER,
                                            "config": {"hpc": cluster.name, "job_id": job}},
                     "jupyter_hpc_manager": {"hpc": cluster.name, "job": job, "node": s.node,

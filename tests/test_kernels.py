@@ -153,6 +153,12 @@ def test_a_kernel_in_the_job_behaves_like_a_local_one(server):
         assert cwd == "/home/hpcuser"
         assert kernel_steps(job) == [f"{job}.{step_id}"]
 
+        # Its traffic on the node is CurveZMQ (the node's ipykernel declares it): others on
+        # the node can neither run code (HMAC) nor read what it says.
+        curve = kernel.execute("from ipykernel.kernelapp import IPKernelApp\n"
+                               "print(IPKernelApp.instance().curve_secretkey is not None)")
+        assert curve["out"].strip() == "True", curve
+
         # input() round trip.
         asked = kernel.execute("name = input('who? ')\nprint('hello', name)", stdin=["alice"])
         assert asked["out"].strip().endswith("hello alice"), asked
