@@ -91,6 +91,8 @@ export class ClusterCard {
   /** Show the model's state for this cluster, in place. */
   update(): void {
     const trans = this._trans;
+    const before = document.activeElement;
+    const hadFocus = before instanceof HTMLElement && this.node.contains(before);
     const s = this._model.state(this.hpc);
     const { entry } = s;
     const state = s.busy && !entry ? 'pending' : (entry?.status ?? 'unknown');
@@ -133,6 +135,7 @@ export class ClusterCard {
       button.hidden = !visible[name];
       button.disabled = s.busy || (name === 'launch' && this._problem !== null);
     }
+    this._keepFocus(hadFocus ? (before as HTMLElement) : null);
   }
 
   /** The options changed (partitions came in): the form takes them in place. */
@@ -165,6 +168,30 @@ export class ClusterCard {
 
   dispose(): void {
     this._form?.dispose();
+  }
+
+  /**
+   * A keyboard user's focus is not dropped on the page when the button they pressed goes
+   * (Launch becomes Open VS Code, Stop becomes Launch): it moves to the card's first button
+   * that can be used, as soon as there is one, unless they have gone elsewhere meanwhile.
+   */
+  private _keepFocus(had: HTMLElement | null): void {
+    if (had && !usable(had)) {
+      this._lostFocus = true;
+    }
+    if (!this._lostFocus) {
+      return;
+    }
+    const now = document.activeElement;
+    if (now && now !== document.body && now !== had && !this.node.contains(now)) {
+      this._lostFocus = false; // the user went elsewhere
+      return;
+    }
+    const next = [...this._buttons.values()].find(usable);
+    if (next) {
+      this._lostFocus = false;
+      next.focus();
+    }
   }
 
   private _makeForm(): LaunchForm {
@@ -272,6 +299,12 @@ export class ClusterCard {
   private _form: LaunchForm | null = null;
   private _problem: string | null = null;
   private _buttons = new Map<ButtonName, HTMLButtonElement>();
+  private _lostFocus = false;
+}
+
+/** Shown (no hidden ancestor) and enabled: it can hold the focus. */
+function usable(node: HTMLElement): boolean {
+  return !(node as HTMLButtonElement).disabled && node.closest('[hidden]') === null;
 }
 
 function badgeText(state: string, trans: ITrans): string {

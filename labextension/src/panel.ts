@@ -28,7 +28,12 @@ export class HPCPanel extends Widget implements ICardActions {
     this.id = PANEL_ID;
     this.addClass('jp-HPCPanel');
     const header = el('div', 'jp-HPCPanel-header');
-    header.appendChild(el('h2', 'jp-HPCPanel-title', trans.__('HPC clusters')));
+    const title = el('h2', 'jp-HPCPanel-title', trans.__('HPC clusters'));
+    title.id = `${PANEL_ID}-title`;
+    header.appendChild(title);
+    // A named region: a screen reader says where the focus went when the panel is shown.
+    this.node.setAttribute('role', 'region');
+    this.node.setAttribute('aria-labelledby', title.id);
     const refresh = el(
       'button',
       'jp-Button jp-mod-styled jp-HPCPanel-refresh',
@@ -225,6 +230,19 @@ export class HPCPanel extends Widget implements ICardActions {
     this._cards.forEach(card => card.dispose());
     Signal.disconnectReceiver(this);
     super.dispose();
+  }
+
+  /**
+   * Activated (its tab clicked, a Launcher card, a command): the keyboard focus comes into the
+   * panel, as it does in JupyterLab's own panels, unless it is already in it; Tab goes on to
+   * the controls.
+   */
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    if (this.isAttached && !this.node.contains(document.activeElement)) {
+      this.node.tabIndex = -1;
+      this.node.focus();
+    }
   }
 
   protected onAfterShow(msg: Message): void {
