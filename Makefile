@@ -2,6 +2,7 @@
 #   make demo   installs, starts the sandbox cluster and JupyterLab configured for it, prints the URL
 #   make test   installs, starts the sandbox cluster, runs every test
 #   make bench  runs the benchmarks against the sandbox
+#   make pictures  retakes the README's pictures (docs/images) with the browser tests
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/* labexten
 	labextension/package.json labextension/tsconfig.json
 
 .PHONY: install venv labextension sandbox-install sandbox-up sandbox-down hub-up hub-down test \
-	lint bench demo demo-stop clean
+	lint bench demo demo-stop clean pictures
 
 venv: $(VENV)/.installed
 
@@ -64,6 +65,11 @@ test: hub-up lint
 	$(VENV)/bin/pytest tests --ignore=tests/browser --ignore=tests/hub
 	$(VENV)/bin/pytest tests/browser
 	$(VENV)/bin/pytest tests/hub
+
+# The README's pictures of the sidebar, the login dialog and VS Code, taken from the sandbox by
+# the accessibility test (HPC_PICTURES: where they go, cropped to what they show).
+pictures: sandbox-up
+	HPC_PICTURES=docs/images $(VENV)/bin/pytest tests/browser/test_a11y.py -k axe
 
 bench: hub-up
 	$(PY) bench/status.py
