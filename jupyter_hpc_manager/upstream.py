@@ -41,6 +41,10 @@ T = TypeVar("T")
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 SEND_CHUNK = 256 * 1024
+# A send this size or smaller that the IDE's SSH window already has room for is handed to the
+# connection's thread without waiting for it to leave (a small request then costs no round
+# trip through the event loop); no more than this is ever handed over unsent per connection.
+POST_LIMIT = SEND_CHUNK
 # Idle connections are closed before the IDE's own keep-alive timeout (Node's default is 5 s),
 # so a request rarely meets a connection the IDE is closing; one that does is retried.
 IDLE_TIMEOUT = 4.0
@@ -162,6 +166,9 @@ class ChannelConnection:
             self.pipe.close()
         self._unread: bytes = b""
         self.idle_since = 0.0
+        self._posted = 0  # bytes handed to the thread unawaited (only the loop adds to it)
+        self._sent = 0  # of those, the bytes sent (only the thread adds to it)
+        self._failed = False  # a send handed over unawaited failed: the channel is closed
 
     async def recv(self) -> bytes:
         """The next piece of data (b"" once the IDE closed the connection)."""
@@ -187,9 +194,20 @@ class ChannelConnection:
     async def send(self, data: bytes) -> None:
         """Send it all, a piece at a time on the connection's thread; while the IDE's SSH
         window is full, wait until it opens (uploads only)."""
+        if self.closed or self._failed:
+            raise OSError("the channel is closed")
+        # What the window has room for, less what was handed over and not yet sent (the
+        # thread shrinks the window before it counts a send as done: this errs low).
+        unsent = self._posted - self._sent + len(data)
+        if unsent <= POST_LIMIT and unsent <= self.chan.out_window_size:
+            # The thread can send it at once, so nobody needs to wait: a failure shows as the
+            # channel's end (recv gives b"", the next send raises).
+            self._posted += len(data)
+            self.io.post(self._send_posted, data)
+            return
         view = memoryview(data)
         while view:
-            if self.closed:
+            if self.closed or self._failed:
                 raise OSError("the channel is closed")
             sent = await self._bounded(
                 self.io.call(_send_some, self.chan, view[:SEND_CHUNK].tobytes()),
@@ -235,8 +253,26 @@ class ChannelConnection:
 
     @property
     def reusable(self) -> bool:
-        return not (self.closed or self.chan.closed or self.chan.eof_received or self._unread
-                    or len(self.pipe))
+        return not (self.closed or self._failed or self.chan.closed or self.chan.eof_received
+                    or self._unread or len(self.pipe))
+
+    def _send_posted(self, data: bytes) -> None:
+        """On the connection's thread: all of ``data``, for which the window has room."""
+        size = len(data)
+        try:
+            while data:  # (in pieces of at most the IDE's packet size)
+                sent = self.chan.send(data)
+                if sent == 0:
+                    raise OSError("the channel is closed")
+                data = data[sent:]
+        except (OSError, EOFError, paramiko.SSHException):
+            # (socket.timeout, an OSError, would be a window smaller than counted: the stream
+            # has a hole, so it ends like the others.)
+            self._failed = True
+            _quietly(self.chan.close)
+            self.pipe.close()
+        finally:
+            self._sent += size
 
     def shutdown_write(self) -> None:
         """Tell the IDE nothing more comes (EOF), while still reading what it sends."""
