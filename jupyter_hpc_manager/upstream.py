@@ -638,12 +638,20 @@ async def _read_head(conn: ChannelConnection,
 
 
 def _parse_head(head: bytes) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
-    text = head.decode("latin-1")
-    first, _, rest = text.partition("\r\n")
+    first, *lines = head.decode("latin-1").split("\r\n")
     try:
-        return httputil.parse_response_start_line(first), httputil.HTTPHeaders.parse(rest)
+        start = httputil.parse_response_start_line(first)
+        # (What HTTPHeaders.parse does, less its per-line regex for LF-only line ends: the
+        # head was cut at CRLFs. add() checks each name and value against RFC 9110.)
+        headers = httputil.HTTPHeaders()
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon or line[0] in " \t":
+                raise httputil.HTTPInputError(f"malformed header line {line[:80]!r}")
+            headers.add(name, value.strip(" \t"))
     except httputil.HTTPInputError as exc:
         raise TunnelError(f"VS Code sent a malformed response: {exc}") from None
+    return start, headers
 
 
 def _request_head(method: str, target: str, headers: httputil.HTTPHeaders) -> bytes:
