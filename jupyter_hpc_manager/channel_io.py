@@ -4,8 +4,10 @@ paramiko sends every message (channel data, a window adjustment, a close) throug
 ``Transport._send_user_message``, which waits out a key re-exchange (every 2^29 bytes each way)
 and spins in ``Packetizer.write_all`` while the TCP send buffer is full (a slow link, a stalled
 login node). On the event loop, either would freeze the whole Jupyter server. So the loop only
-hands buffers to the connection's own thread and awaits the answer: one send in flight per
-channel (back-pressure), and a transport that cannot send holds up only its own channels.
+hands buffers to the connection's own thread: a send the peer's window has room for without
+waiting for it (``post``, at most 256 KiB unsent per channel: upstream.POST_LIMIT), any other
+awaiting the answer (``call``), so back-pressure holds, and a transport that cannot send holds
+up only its own channels.
 
 The thread ends by itself once its transport has ended and it has nothing left to do; a job
 given to an ended thread fails at once (the connection is gone), never waits. Answers go back
