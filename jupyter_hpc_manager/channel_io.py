@@ -4,11 +4,14 @@ paramiko sends every message (channel data, a window adjustment, a close) throug
 ``Transport._send_user_message``, which waits out a key re-exchange (every 2^29 bytes each way)
 and spins in ``Packetizer.write_all`` while the TCP send buffer is full (a slow link, a stalled
 login node). On the event loop, either would freeze the whole Jupyter server. So the loop only
-hands buffers to the connection's own thread and awaits the answer: one send in flight per
-channel (back-pressure), and a transport that cannot send holds up only its own channels.
+hands buffers to the connection's own thread: a send the peer's window has room for without
+waiting for it (``post``, at most 256 KiB unsent per channel: upstream.POST_LIMIT), any other
+awaiting the answer (``call``), so back-pressure holds, and a transport that cannot send holds
+up only its own channels.
 
 The thread ends by itself once its transport has ended and it has nothing left to do; a job
-given to an ended thread fails at once (the connection is gone), never waits."""
+given to an ended thread fails at once (the connection is gone), never waits. Answers go back
+to the loop through its LoopWaker, which wakes it once for however many arrive meanwhile."""
 
 from __future__ import annotations
 
@@ -25,11 +28,57 @@ import paramiko
 IDLE_CHECK = 2.0  # seconds an idle thread waits before it looks whether its transport ended
 
 _lock = threading.Lock()
+_wakers_lock = threading.Lock()  # (apart from _lock: TransportIO.call takes both)
 _workers: weakref.WeakKeyDictionary[paramiko.Transport, TransportIO] = (
     weakref.WeakKeyDictionary())
 
-Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop | None,
-            asyncio.Future[Any] | None]
+
+class LoopWaker:
+    """Settles an event loop's futures from other threads, waking the loop once per batch.
+
+    Each ``call_soon_threadsafe`` writes to the loop's self-pipe, which the loop then reads in a
+    turn of its own; while a wake-up is on its way, whatever else arrives (another channel's
+    data, a send done) goes with it."""
+
+    _of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWaker] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._due: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        with _wakers_lock:
+            waker = cls._of.get(loop)
+            if waker is None:
+                waker = cls._of[loop] = cls(loop)
+            return waker
+
+    def settle(self, future: asyncio.Future[Any], result: Any = None,
+               exc: BaseException | None = None) -> None:
+        """From any thread: the future's result (or exception), unless it is done by then."""
+        with self._lock:
+            self._due.append((future, result, exc))
+            if len(self._due) > 1:
+                return  # a wake-up is on its way, and takes this along
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped
+            self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            due, self._due = self._due, []
+        for future, result, exc in due:
+            if future.done():
+                continue  # (cancelled, or expired, meanwhile)
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+Job = tuple[Callable[..., Any], tuple[Any, ...], LoopWaker | None, asyncio.Future[Any] | None]
 
 
 class ConnectionGone(OSError):
@@ -61,11 +110,12 @@ class TransportIO:
         """fn(*args) on the connection's thread; its result (or exception) on the loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        waker = LoopWaker.of(loop)
         with _lock:
             if self._ended:
                 future.set_exception(ConnectionGone("the SSH connection has ended"))
                 return future
-            self._queue.put((fn, args, loop, future))
+            self._queue.put((fn, args, waker, future))
         return future
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -77,7 +127,7 @@ class TransportIO:
     def _run(self) -> None:
         while True:
             try:
-                fn, args, loop, future = self._queue.get(timeout=IDLE_CHECK)
+                fn, args, waker, future = self._queue.get(timeout=IDLE_CHECK)
             except queue.Empty:
                 with _lock:
                     if self._queue.empty() and not self.transport.is_active():
@@ -90,25 +140,11 @@ class TransportIO:
             try:
                 result = fn(*args)
             except BaseException as exc:  # (handed to the caller, whatever it is)
-                if loop is not None and future is not None:
-                    _deliver(loop, future, None, exc)
+                if waker is not None and future is not None:
+                    waker.settle(future, None, exc)
             else:
-                if loop is not None and future is not None:
-                    _deliver(loop, future, result, None)
-
-
-def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-             exc: BaseException | None) -> None:
-    def settle() -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped
-        loop.call_soon_threadsafe(settle)
+                if waker is not None and future is not None:
+                    waker.settle(future, result)
 
 
 class WindowSignal(threading.Condition):

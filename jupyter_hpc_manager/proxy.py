@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import time
 import urllib.parse
@@ -52,9 +53,19 @@ _END = object()
 _relays: set[asyncio.Future[Any]] = set()  # websockets being relayed (kept from the GC)
 
 
-def _hop_by_hop(headers: httputil.HTTPHeaders) -> frozenset[str]:
-    named = {t.strip().lower() for t in headers.get("Connection", "").split(",") if t.strip()}
-    return HOP_BY_HOP | frozenset(named)
+def _hop_by_hop(headers: httputil.HTTPHeaders,
+                also: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The headers not to pass on: hop-by-hop ones, those Connection names, and ``also``."""
+    skip = HOP_BY_HOP | also
+    if "Connection" not in headers:
+        return skip
+    return skip | {t.strip().lower() for t in headers["Connection"].split(",") if t.strip()}
+
+
+@functools.lru_cache(maxsize=64)
+def _route_prefix(base_url: str, hpc: str | None) -> str:
+    parts = ["hpc", "code/"] if hpc is None else ["hpc", urllib.parse.quote(hpc, safe=""), "code/"]
+    return url_path_join(base_url, *parts)
 
 
 @web.stream_request_body
@@ -64,6 +75,10 @@ class IDEProxyHandler(HPCHandlerMixin):
     @property
     def content_security_policy(self) -> str:
         return IDE_CSP
+
+    def compute_etag(self) -> None:
+        """The IDE's answers carry the IDE's own validators, not one made up here."""
+        return None
 
     def initialize(self, active: bool = False) -> None:
         self.active = active
@@ -88,15 +103,13 @@ class IDEProxyHandler(HPCHandlerMixin):
         return hpc, "/" + rest + ("?" + urllib.parse.urlencode(query) if query else "")
 
     def _prefix(self, hpc: str | None) -> str:
-        parts = ["hpc", "code/"] if hpc is None else ["hpc", urllib.parse.quote(hpc, safe=""),
-                                                      "code/"]
-        return url_path_join(self.base_url, *parts)
+        return _route_prefix(self.base_url, hpc)
 
     def _upstream_headers(self, upgrade: bool = False) -> httputil.HTTPHeaders:
         """The browser's headers minus Jupyter's credentials and hop-by-hop ones (the IDE's
         session cookie is added by the IDE facade)."""
         headers = httputil.HTTPHeaders()
-        skip = _hop_by_hop(self.request.headers) | DROPPED_REQUEST_HEADERS
+        skip = _hop_by_hop(self.request.headers, DROPPED_REQUEST_HEADERS)
         for name, value in self.request.headers.get_all():
             if name.lower() not in skip:
                 headers.add(name, value)
@@ -235,6 +248,10 @@ class IDEProxyHandler(HPCHandlerMixin):
     async def _pass_on(self, response: Response, ide: IDE) -> None:
         """The IDE's answer, streamed to the browser with back-pressure."""
         self._send_headers(response)
+        whole = response.whole_body()
+        if whole is not None:  # (the usual small answer: it came with its head)
+            self.write(whole)
+            return
         pending = 0
         try:
             async for chunk in response.body():

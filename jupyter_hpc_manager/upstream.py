@@ -18,7 +18,6 @@ import asyncio
 import collections
 import contextlib
 import re
-import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,7 +27,7 @@ from paramiko.buffered_pipe import PipeTimeout
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from tornado import httputil
 
-from .channel_io import TransportIO, WindowSignal
+from .channel_io import LoopWaker, TransportIO, WindowSignal
 from .errors import IDETimeout, TunnelError
 
 # (tornado's HTTPHeaders refuses these already; a request line is built from them, so check.)
@@ -41,15 +40,23 @@ T = TypeVar("T")
 MAX_HEAD = 64 * 1024
 MAX_LINE = 4096
 SEND_CHUNK = 256 * 1024
+# A send this size or smaller that the IDE's SSH window already has room for is handed to the
+# connection's thread without waiting for it to leave (a small request then costs no round
+# trip through the event loop); no more than this is ever handed over unsent per connection.
+POST_LIMIT = SEND_CHUNK
 # Idle connections are closed before the IDE's own keep-alive timeout (Node's default is 5 s),
 # so a request rarely meets a connection the IDE is closing; one that does is retried.
 IDLE_TIMEOUT = 4.0
 MAX_IDLE = 16
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+class _Expired(Exception):
+    """A wait on the IDE outlasted its bound."""
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_exception(_Expired())
 
 
 class ChannelPipe:
@@ -63,6 +70,7 @@ class ChannelPipe:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._waker = LoopWaker.of(loop)
         self._lock = threading.Lock()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
@@ -79,14 +87,14 @@ class ChannelPipe:
             self._size += len(data)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._notify(waiter)
+            self._waker.settle(waiter)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._notify(waiter)
+            self._waker.settle(waiter)
 
     def read(self, nbytes: int, timeout: float | None = None) -> bytes:
         with self._lock:
@@ -119,18 +127,13 @@ class ChannelPipe:
         return self._size
 
     # -- the event loop's side ---------------------------------------------------------------
-    async def readable(self) -> None:
-        """Wait until there is data or the channel has ended."""
+    def waiter(self) -> asyncio.Future[None] | None:
+        """A future done once there is data or the channel has ended (None: there is now)."""
         with self._lock:
             if self._chunks or self._closed:
-                return
+                return None
             waiter = self._waiter = self._loop.create_future()
-        await waiter
-
-    def _notify(self, waiter: asyncio.Future[None]) -> None:
-        # (RuntimeError: the loop has closed; the server is stopping.)
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_wake, waiter)
+        return waiter
 
 
 class ChannelConnection:
@@ -146,6 +149,7 @@ class ChannelConnection:
         assert chan.transport is not None  # (an open channel has its transport)
         self.io = TransportIO.of(chan.transport)
         self._loop = asyncio.get_running_loop()
+        self._waker = LoopWaker.of(self._loop)
         self.pipe = ChannelPipe(self._loop)
         self.closed = False
         self._window: asyncio.Future[None] | None = None
@@ -162,6 +166,9 @@ class ChannelConnection:
             self.pipe.close()
         self._unread: bytes = b""
         self.idle_since = 0.0
+        self._posted = 0  # bytes handed to the thread unawaited (only the loop adds to it)
+        self._sent = 0  # of those, the bytes sent (only the thread adds to it)
+        self._failed = False  # a send handed over unawaited failed: the channel is closed
 
     async def recv(self) -> bytes:
         """The next piece of data (b"" once the IDE closed the connection)."""
@@ -172,7 +179,9 @@ class ChannelConnection:
             try:
                 data = self.pipe.read(1 << 30)
             except PipeTimeout:
-                await self._bounded(self.pipe.readable(), "send its answer")
+                waiter = self.pipe.waiter()
+                if waiter is not None:
+                    await self._bounded(waiter, "send its answer")
                 continue
             # What paramiko's Channel.recv does after reading, less the send: count what was
             # taken, and when enough was, open the IDE's window by as much, from the thread.
@@ -184,50 +193,72 @@ class ChannelConnection:
     def unread(self, data: bytes) -> None:
         self._unread = data + self._unread if self._unread else data
 
+    def take_unread(self, size: int) -> bytes | None:
+        """The next ``size`` bytes if they were read already (handed back with unread())."""
+        if len(self._unread) < size:
+            return None
+        data, self._unread = self._unread[:size], self._unread[size:]
+        return data
+
     async def send(self, data: bytes) -> None:
         """Send it all, a piece at a time on the connection's thread; while the IDE's SSH
         window is full, wait until it opens (uploads only)."""
+        if self.closed or self._failed:
+            raise OSError("the channel is closed")
+        # What the window has room for, less what was handed over and not yet sent (the
+        # thread shrinks the window before it counts a send as done: this errs low).
+        unsent = self._posted - self._sent + len(data)
+        if unsent <= POST_LIMIT and unsent <= self.chan.out_window_size:
+            # The thread can send it at once, so nobody needs to wait: a failure shows as the
+            # channel's end (recv gives b"", the next send raises).
+            self._posted += len(data)
+            self.io.post(self._send_posted, data)
+            return
         view = memoryview(data)
         while view:
-            if self.closed:
+            if self.closed or self._failed:
                 raise OSError("the channel is closed")
             sent = await self._bounded(
                 self.io.call(_send_some, self.chan, view[:SEND_CHUNK].tobytes()),
                 "take what was sent")
             if sent is None:
-                await self._bounded(self._window_open(), "take what was sent")
+                waiter = self._window_waiter()
+                if waiter is not None:
+                    await self._bounded(waiter, "take what was sent")
                 continue
             if sent == 0:
                 raise OSError("the channel is closed")
             view = view[sent:]
 
-    async def _bounded(self, wait: Awaitable[T], what: str) -> T:
+    async def _bounded(self, waiter: asyncio.Future[T], what: str) -> T:
+        """The waiter's result; past the IDE's bound, IDETimeout and the connection closed.
+        (A timer that fails the waiter: cheaper per wait than asyncio.timeout's, which also
+        cancels and un-cancels the task.)"""
         if self.timeout is None:
-            return await wait
+            return await waiter
+        timer = self._loop.call_later(self.timeout, _expire, waiter)
         try:
-            if sys.version_info >= (3, 11):
-                # (asyncio.timeout, not wait_for: no task of its own for each read and send.)
-                async with asyncio.timeout(self.timeout):
-                    return await wait
-            return await asyncio.wait_for(wait, self.timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+            return await waiter
+        except _Expired:
             self.close()
             raise IDETimeout(f"VS Code did not {what} within {self.timeout:.0f} s") from None
+        finally:
+            timer.cancel()
 
-    async def _window_open(self) -> None:
+    def _window_waiter(self) -> asyncio.Future[None] | None:
+        """A future done once the IDE's window has opened (None: it has already)."""
         waiter = self._window = self._loop.create_future()
         if self.chan.send_ready() or self.chan.closed:  # (it opened before we got here)
             self._window = None
-            return
-        await waiter
+            return None
+        return waiter
 
     def _window_opened(self) -> None:
         """From paramiko's transport thread (the channel's lock held): wake a waiting send."""
         waiter = self._window
         if waiter is not None:
             self._window = None
-            with contextlib.suppress(RuntimeError):  # (the loop has closed)
-                self._loop.call_soon_threadsafe(_wake, waiter)
+            self._waker.settle(waiter)
 
     @property
     def buffered(self) -> bool:
@@ -235,8 +266,26 @@ class ChannelConnection:
 
     @property
     def reusable(self) -> bool:
-        return not (self.closed or self.chan.closed or self.chan.eof_received or self._unread
-                    or len(self.pipe))
+        return not (self.closed or self._failed or self.chan.closed or self.chan.eof_received
+                    or self._unread or len(self.pipe))
+
+    def _send_posted(self, data: bytes) -> None:
+        """On the connection's thread: all of ``data``, for which the window has room."""
+        size = len(data)
+        try:
+            while data:  # (in pieces of at most the IDE's packet size)
+                sent = self.chan.send(data)
+                if sent == 0:
+                    raise OSError("the channel is closed")
+                data = data[sent:]
+        except (OSError, EOFError, paramiko.SSHException):
+            # (socket.timeout, an OSError, would be a window smaller than counted: the stream
+            # has a hole, so it ends like the others.)
+            self._failed = True
+            _quietly(self.chan.close)
+            self.pipe.close()
+        finally:
+            self._sent += size
 
     def shutdown_write(self) -> None:
         """Tell the IDE nothing more comes (EOF), while still reading what it sends."""
@@ -322,6 +371,18 @@ class Response:
     def buffered(self) -> bool:
         """Is more of the body already here (no need to tell the browser about what it has)?"""
         return self.conn.buffered
+
+    def whole_body(self) -> bytes | None:
+        """The whole body if it is here already and of a known length (else None: read it
+        with body())."""
+        if self.complete:
+            return b"" if self._length == 0 else None
+        if self._length is None or self._chunked:
+            return None
+        body = self.conn.take_unread(self._length)
+        if body is not None:
+            self.complete = self.last = True
+        return body
 
     async def body(self) -> AsyncIterator[bytes]:
         if self.complete:
@@ -577,12 +638,20 @@ async def _read_head(conn: ChannelConnection,
 
 
 def _parse_head(head: bytes) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
-    text = head.decode("latin-1")
-    first, _, rest = text.partition("\r\n")
+    first, *lines = head.decode("latin-1").split("\r\n")
     try:
-        return httputil.parse_response_start_line(first), httputil.HTTPHeaders.parse(rest)
+        start = httputil.parse_response_start_line(first)
+        # (What HTTPHeaders.parse does, less its per-line regex for LF-only line ends: the
+        # head was cut at CRLFs. add() checks each name and value against RFC 9110.)
+        headers = httputil.HTTPHeaders()
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon or line[0] in " \t":
+                raise httputil.HTTPInputError(f"malformed header line {line[:80]!r}")
+            headers.add(name, value.strip(" \t"))
     except httputil.HTTPInputError as exc:
         raise TunnelError(f"VS Code sent a malformed response: {exc}") from None
+    return start, headers
 
 
 def _request_head(method: str, target: str, headers: httputil.HTTPHeaders) -> bytes:

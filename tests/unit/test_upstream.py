@@ -35,6 +35,12 @@ class FakeConn:
     def unread(self, data: bytes) -> None:
         self._unread = data + self._unread
 
+    def take_unread(self, size: int) -> bytes | None:
+        if len(self._unread) < size:
+            return None
+        data, self._unread = self._unread[:size], self._unread[size:]
+        return data
+
     async def send(self, data: bytes) -> None:
         if self.fail_send or self.closed:
             raise OSError("Socket is closed")
@@ -92,6 +98,23 @@ def test_the_last_piece_of_a_known_length_body_is_marked():
         assert marks == [(b"hello", False), (b" wo", False), (b"rld", True)]
         _, chunked = await respond([CHUNKED])  # (a chunk's end is not the body's)
         assert [chunked.last async for _ in chunked.body()] == [False, False, False]
+
+    asyncio.run(main())
+
+
+def test_a_body_that_came_with_its_head_is_had_whole():
+    async def main():
+        conn, response = await respond([FIXED + CHUNKED[:70], CHUNKED[70:]])
+        assert response.whole_body() == b"hello world"
+        assert response.complete and response.last
+        assert [piece async for piece in response.body()] == []
+        start, headers = await upstream._read_head(conn, False)  # type: ignore[arg-type]
+        chunked = upstream.Response(conn, start, headers, "GET")  # type: ignore[arg-type]
+        assert chunked.whole_body() is None  # (chunked: read as it comes)
+        assert await chunked.read() == b"hello world"
+        _, cut = await respond([FIXED[:-3], FIXED[-3:]])
+        assert cut.whole_body() is None  # (not all here yet)
+        assert await cut.read() == b"hello world"
 
     asyncio.run(main())
 
