@@ -75,6 +75,7 @@ bench: hub-up
 	$(PY) bench/status.py
 	$(PY) bench/proxy.py
 	$(PY) bench/wan.py
+	$(PY) bench/kernel.py
 	$(PY) bench/hub.py
 
 demo: sandbox-up
