@@ -89,6 +89,7 @@ until grep -q '"control_port": [1-9]' "$f" 2>/dev/null && tail -c 3 "$f" | grep 
     rm -f "$f"
     printf '{{"error": "the kernel exited before it started"}}\n'
     tail -n 20 "$log" | sed 's/^/log: /'
+    rm -f "$log"
     exit 1
   fi
   i=$((i + 1))
@@ -96,6 +97,8 @@ until grep -q '"control_port": [1-9]' "$f" 2>/dev/null && tail -c 3 "$f" | grep 
     kill "$pid" 2>/dev/null; sleep 0.2; kill "$pid" 2>/dev/null
     rm -f "$f"
     printf '{{"error": "the kernel did not bind its ports in time"}}\n'
+    tail -n 20 "$log" | sed 's/^/log: /'
+    rm -f "$log"
     exit 1
   fi
   sleep 0.1

@@ -7,6 +7,7 @@ killed leaves no step behind; a job that ends takes its kernels with it."""
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import time
 import urllib.request
@@ -227,6 +228,8 @@ def test_a_job_that_ends_takes_its_kernel(server):
     finally:
         kernel.close()
     assert kernel_steps(job) == []
+    # Nothing of the kernel's is left on the cluster (its connection file, its log).
+    assert not list(pathlib.Path("/home/hpcuser/.jupyter-hpc-manager/kernels").glob("*"))
 
 
 def _exists(server: Server, kernel_id: str) -> bool:
