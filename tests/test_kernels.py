@@ -238,3 +238,21 @@ def _exists(server: Server, kernel_id: str) -> bool:
         return True
     except urllib.error.HTTPError:
         return False
+
+
+def test_a_gpu_jobs_kernel_sees_its_gpu(server):
+    code, reply = server.call("POST", "launch", {"hpc": "gemini", "partition": "gpu",
+                                                 "gpus": "1", "cpus": "1", "mem": "1G",
+                                                 "time": "00:30:00"})
+    assert code == 200 and reply["status"] == "running", reply
+    _, model = rest(server, "POST", "api/kernels", {"name": SPEC})
+    kernel = Kernel(server, model["id"])
+    try:
+        ran = kernel.execute("import os\nprint(os.environ.get('CUDA_VISIBLE_DEVICES'), "
+                             "os.environ['SLURMD_NODENAME'])")
+        devices, node = ran["out"].split()
+        assert node == reply["node"] == "vm-gpu"
+        assert devices == "0"  # the job's one GPU, as SLURM gives it to the job's steps
+    finally:
+        kernel.close()
+        rest(server, "DELETE", f"api/kernels/{model['id']}")
