@@ -38,6 +38,8 @@ from .models import LoginDone, LoginPrompt
 from .ssh import CommandResult, SSHConnection
 
 T = TypeVar("T")
+REFUSED_TRIES = 3  # a command whose channel the login node refuses is asked again twice
+REFUSED_PAUSE = 0.2  # seconds before the next try (times the try's number)
 
 
 class SessionBudget:
@@ -256,9 +258,11 @@ class LoginNode:
 
     async def run(self, kind: str, command: str, stdin: str | None = None) -> CommandResult:
         """One command, within the connection's budget of exec channels; a channel the login
-        node refuses (or does not open in time) fails this command only, after one retry."""
+        node refuses (or does not open in time) fails this command only, after two more tries a
+        moment apart (sshd counts a session until it has handled its close, which can lag ours
+        behind: a channel freed here may still count there)."""
         self.commands[kind] += 1
-        for attempt in (1, 2):
+        for attempt in range(1, REFUSED_TRIES + 1):
             await self.sessions.acquire()
             accepted = [False]
 
@@ -270,7 +274,7 @@ class LoginNode:
             try:
                 return await self.call(self.ssh.run, command, stdin, None, opened)
             except ChannelRefused as exc:
-                if attempt == 2:
+                if attempt == REFUSED_TRIES:
                     raise
                 if exc.details.get("prohibited"):
                     limit = self.sessions.refused(self.open_sessions)
@@ -282,6 +286,7 @@ class LoginNode:
                     with self._open_lock:
                         self.open_sessions -= 1
                 self.sessions.release()
+            await asyncio.sleep(REFUSED_PAUSE * attempt)
         raise AssertionError("unreachable")
 
     async def open_channel(self, host: str, port: int) -> paramiko.Channel:
