@@ -15,7 +15,7 @@ from traitlets import TraitError
 
 from .api_handlers import handlers as api_handlers
 from .config import HPCManager
-from .kernels import KernelSpecs, set_manager
+from .kernels import KernelSpecs, set_manager, use_nodelay_websockets
 from .proxy import handlers as proxy_handlers
 from .sessions import SessionManager
 
@@ -53,6 +53,9 @@ class HPCManagerApp(ExtensionApp):
         if ksm is not None:
             ksm.kernel_dirs.append(specs.kernels_dir)
         set_manager(self.manager)
+        web_app = getattr(self.serverapp, "web_app", None)
+        if web_app is not None and use_nodelay_websockets(web_app.settings):
+            self.log.info("jupyter-hpc-manager: kernel websockets with TCP_NODELAY")
         remove_stale_tunnel_folders()
         self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
                       ", ".join(config.clusters) or "(none)", state_path)
