@@ -31,6 +31,9 @@ _common = {
     "known_hosts": "$SB/known_hosts",
     "partition": "debug",
     "ide_command": "$SANDBOX_PREFIX/bin/code-server",
+    # The job's notebook kernels: the ipykernel sandbox/install.sh put there (a site would load
+    # a module in the prologue instead).
+    "kernel_discovery": "$SANDBOX_PREFIX/kernel-venv/bin/jupyter kernelspec list --json",
 }
 c.HPCManager.clusters = {
     "gemini": dict(_common, job_name="$prefix-gemini"),
