@@ -226,6 +226,15 @@ export class ClusterCard {
         [trans.__('Account'), entry.account, '']
       );
       if (entry.status === 'running') {
+        // The job's notebook kernels (in the Launcher and the kernel picker), by their names.
+        const suffix = ` on ${this.hpc} (`;
+        facts.push([
+          trans.__('Kernels'),
+          (entry.kernels ?? [])
+            .map(k => (k.displayName.includes(suffix) ? k.displayName.split(suffix)[0] : k.name))
+            .join(', '),
+          'jp-HPCPanel-kernels'
+        ]);
         const left = secondsLeft(s);
         facts.push([
           trans.__('Time left'),

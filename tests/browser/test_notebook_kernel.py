@@ -37,6 +37,9 @@ def test_a_notebook_from_the_launcher_runs_in_the_job(browser, lab, artifacts):
         wait_badge(page, "running")
         job = card(page).locator(".jp-HPCPanel-jobId").text_content()
 
+        # The running card names the job's kernel.
+        card(page).locator(".jp-HPCPanel-kernels", has_text="Python 3 (ipykernel)").wait_for(
+            timeout=LOAD)
         # The Launcher shows the job's kernel by itself (the sidebar refreshed the specs).
         name = f"on gemini (job {job}, node vm)"
         launcher = page.locator(".jp-Launcher-section", has_text="Notebook")
