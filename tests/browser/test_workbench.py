@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import uuid
 
 import pytest
@@ -35,10 +36,12 @@ def clusters(sandbox_cluster):
 @pytest.mark.parametrize("base_url", ["/", "/user/alice/"])
 def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, base_url):
     cancel_all_jobs()
-    marker = f"hello-{uuid.uuid4().hex[:8]}.txt"
-    home_file("hpcuser", marker, "a file the researcher has in their home\n")
+    # A folder of the home, named to come first in the Explorer (folders come before files, and
+    # a home that has seen many runs has more entries than the Explorer shows at once).
+    marker = f"0-hello-{uuid.uuid4().hex[:8]}"
+    home_file("hpcuser", f"{marker}/readme.txt", "a folder the researcher has in their home\n")
     notes = f"notes-{uuid.uuid4().hex[:8]}.md"
-    home_file("hpcuser", notes, f"# Notes {notes}\n\nText.\n")
+    home_file("hpcuser", f"{marker}/{notes}", f"# Notes {notes}\n\nText.\n")
     server = Server(tmp_path, clusters, base_url=base_url)
     server.start()
     page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -56,6 +59,7 @@ def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, bas
         page.screenshot(path=artifacts / f"workbench-gemini-{tag}.png")
 
         # A Markdown preview: a webview, an iframe of the workbench's own origin.
+        page.get_by_text(marker).first.click()  # (the folder opens: its notes show)
         preview = markdown_preview(page, notes)
         try:
             preview.get_by_role("heading", name=f"Notes {notes}").wait_for(timeout=60_000)
@@ -81,5 +85,5 @@ def test_open_vscode_switch_and_stop(browser, clusters, tmp_path, artifacts, bas
         page.close()
         server.stop()
         cancel_all_jobs()
-        for name in (marker, notes):
-            os.unlink(os.path.join(pwd.getpwnam("hpcuser").pw_dir, name))
+        home = pwd.getpwnam("hpcuser").pw_dir
+        shutil.rmtree(os.path.join(home, marker), ignore_errors=True)
