@@ -193,11 +193,16 @@ class KernelStep:
         return line.decode(errors="replace").strip()
 
     async def _rest(self) -> str:
-        out = b""
+        """What the login node's shell printed after its first line (the kernel's log tail),
+        waiting at most 5 s for the end."""
+        out = bytearray()
+
+        async def read() -> None:
+            while data := await self.conn.recv():
+                out.extend(data)
+
         with contextlib.suppress(asyncio.TimeoutError, OSError):
-            async with asyncio.timeout(5):
-                while data := await self.conn.recv():
-                    out += data
+            await asyncio.wait_for(read(), 5)  # (Python 3.10 has no asyncio.timeout)
         return "\n".join(ln.removeprefix("log: ") for ln in out.decode(errors="replace")
                          .splitlines()[-20:])
 
@@ -212,6 +217,11 @@ class KernelStep:
         self.log_tail = [ln.removeprefix("log: ") for ln in
                          out.decode(errors="replace").splitlines()[-20:]]
         chan = self.conn.chan
+        # (the exit status may come just after the end of the output)
+        for _ in range(20):
+            if chan.exit_status_ready() or chan.closed:
+                break
+            await asyncio.sleep(0.05)
         status = chan.exit_status if chan.exit_status_ready() else -1
         self.exit_status = status
         self.close()
