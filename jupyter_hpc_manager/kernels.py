@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ PROVISIONER = "hpc-job"
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 SPEC_PREFIX = "hpc-"
 START_TIMEOUT = 60.0  # seconds for a kernel step to bind its ports
+RETRY = 300.0  # seconds before a job whose kernels could not be asked is asked again
 # What srun says when the job it was to run in has ended.
 JOB_GONE = re.compile(r"(has expired|Invalid job id|invalid job|Job has already finished|"
                       r"Requested node configuration is not available|already completing)", re.I)
@@ -561,6 +563,7 @@ class KernelSpecs:
         # hpc -> (job, [(spec name, display name)])
         self._written: dict[str, tuple[str, list[tuple[str, str]]]] = {}
         self._asking: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, tuple[str, float]] = {}  # hpc -> (job, when its asking failed)
 
     def of(self, hpc: str, job: str | None) -> tuple[tuple[str, str], ...]:
         """The kernelspecs written for hpc's job (name, display name)."""
@@ -575,6 +578,9 @@ class KernelSpecs:
         if written is not None and written[0] != job:
             self._remove(cluster.name)
         if job is None or cluster.name in self._written:
+            return
+        failed = self._failed.get(cluster.name)
+        if failed is not None and failed[0] == job and time.monotonic() - failed[1] < RETRY:
             return
         task = self._asking.get(cluster.name)
         if task is None or task.done():
@@ -591,6 +597,9 @@ class KernelSpecs:
         try:
             offered = await cluster.kernel_offer(job)
         except HPCError as exc:
+            # Asked again only after a while: every status call syncs, and a site without
+            # `jupyter` in the job would otherwise get an srun per panel poll.
+            self._failed[cluster.name] = (job, time.monotonic())
             self.log.warning("jupyter-hpc-manager: the kernels of job %s on %s are not known: %s",
                              job, cluster.name, exc.message)
             return

@@ -256,3 +256,15 @@ def test_a_gpu_jobs_kernel_sees_its_gpu(server):
     finally:
         kernel.close()
         rest(server, "DELETE", f"api/kernels/{model['id']}")
+
+
+async def test_a_job_without_kernels_is_asked_once_not_per_poll(api, manager, clean_slurm):
+    # echo1's job has no `jupyter` on its PATH (the default kernel_discovery fails there).
+    code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
+    assert (code, reply["status"]) == (200, "running"), reply
+    for _ in range(5):
+        await api("GET", "status")
+        await api("GET", "cluster-status")
+    assert manager.commands["kernels"] == 1
+    code, status = await api("GET", "cluster-status")
+    assert "kernels" not in status["echo1"]
