@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import tracemalloc
 import urllib.parse
@@ -273,6 +274,7 @@ async def test_a_web_app_on_the_node_is_reached_through_vs_codes_port_proxy(
     finally:
         app.terminate()
         app.wait(10)
+        shutil.rmtree(f"/home/hpcuser/webapp-{port}", ignore_errors=True)
 
 
 async def test_requests_share_kept_alive_connections_and_bodies_arrive_intact(

@@ -5,6 +5,9 @@ VS Code opens."""
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import time
 import uuid
 
@@ -132,3 +135,4 @@ def test_the_folder_opens_in_vscodes_explorer_and_is_offered_next_time(browser, 
         assert field(page, "mem").input_value() == "1G"
     finally:
         page.close()
+        shutil.rmtree(os.path.join(pwd.getpwnam("hpcuser").pw_dir, project), ignore_errors=True)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
-import uuid
 from urllib.parse import urlparse
 
 import pytest
 
 from jupyter_process import slurm_jobs
-from test_sidebar import LOAD, card, home_file, lab_server, open_panel, toast, wait_badge
+from test_sidebar import LOAD, card, home_marker, lab_server, open_panel, toast, wait_badge
 
 LAUNCH_TIMEOUT = 8.0  # s; the server answers `pending` after this (a proxy would wait 60 s)
 
@@ -32,7 +32,7 @@ def failures(page):
 
 # `lab` before `filled_node`: lab_server cancels every job when it starts.
 def test_a_pending_launch_is_followed_until_vscode_opens(browser, lab, artifacts, filled_node):
-    marker = home_file(f"pending-launch-{uuid.uuid4().hex[:8]}.txt")
+    marker = home_marker("pending-launch")
     page = open_panel(browser, lab)
     try:
         wait_badge(page, "idle")
@@ -91,4 +91,4 @@ def test_a_pending_launch_is_followed_until_vscode_opens(browser, lab, artifacts
         assert [(j["id"], j["state"]) for j in slurm_jobs()] == [(job, "RUNNING")]
     finally:
         page.close()
-        os.unlink(marker)
+        shutil.rmtree(marker, ignore_errors=True)

@@ -8,24 +8,26 @@ import json
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from jupyter_process import Server, cancel_all_jobs, slurm_jobs
+from jupyter_process import Server, cancel_all_jobs, home_file, slurm_jobs
 
 LOAD = 120_000  # ms
 
 
-def home_file(name: str) -> str:
-    user = pwd.getpwnam("hpcuser")
-    path = os.path.join(user.pw_dir, name)
-    with open(path, "w") as f:
-        f.write("from the sidebar test\n")
-    os.chown(path, user.pw_uid, user.pw_gid)
-    return path
+def home_marker(stem: str) -> str:
+    """A folder of hpcuser's home (with a file in it) named to come first in VS Code's
+    Explorer: folders come before files there, and a home that has seen many runs (the
+    kernels' .ipython, .jupyter and .local, projects) has more entries than the Explorer shows
+    at once. Returns its path; the test removes it."""
+    name = f"0-{stem}-{uuid.uuid4().hex[:8]}"
+    home_file("hpcuser", f"{name}/readme.txt", "from the sidebar test\n")
+    return os.path.join(pwd.getpwnam("hpcuser").pw_dir, name)
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def toast(page, pattern, timeout=30_000):
 @pytest.mark.parametrize("lab", ["/", "/user/alice/"], indirect=True)
 def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
     tag = "root" if lab.base_url == "/" else "alice"
-    marker = home_file(f"sidebar-{uuid.uuid4().hex[:8]}.txt")
+    marker = home_marker("sidebar")
     page = open_panel(browser, lab)
     try:
         wait_badge(page, "idle")
@@ -160,7 +162,7 @@ def test_launch_open_and_stop_from_the_panel(browser, lab, artifacts):
         page.screenshot(path=artifacts / f"panel-stopped-{tag}.png")
     finally:
         page.close()
-        os.unlink(marker)
+        shutil.rmtree(marker, ignore_errors=True)
 
 
 def test_pending_warnings_palette_and_launcher(browser, lab, artifacts, filled_node):

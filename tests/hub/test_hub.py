@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -75,8 +76,11 @@ def vscode_settings(user: str, job_name: str) -> None:
 
 def test_alice_works_in_vscode_from_the_panel_and_bob_cannot_reach_it(
         hub, browser, artifacts, clean_jobs):
+    # In a folder named to come first in the Explorer (folders come before files, and a home
+    # that has run kernels has .ipython, .jupyter, .local, ... ahead of any file).
+    folder = f"0-alice-{uuid.uuid4().hex[:6]}"
     marker = f"alices-notes-{uuid.uuid4().hex[:6]}.md"
-    home_file("alice", marker, f"# Hello from alice {marker}\n\nSome *notes*.\n")
+    home_file("alice", f"{folder}/{marker}", f"# Hello from alice {marker}\n\nSome *notes*.\n")
     vscode_settings("alice", "hub-code-gemini")
     context, lab = log_in(browser, "alice", hub["alice"])
     bob_context = None
@@ -94,11 +98,12 @@ def test_alice_works_in_vscode_from_the_panel_and_bob_cannot_reach_it(
         ide = opened.value
         ide.wait_for_load_state()
         assert ide.url.startswith(f"{HUB}/user/alice/hpc/")
-        ide.get_by_text(marker).first.wait_for(timeout=WORKBENCH_TIMEOUT)
+        ide.get_by_text(folder).first.wait_for(timeout=WORKBENCH_TIMEOUT)
         assert [(j["user"], j["name"]) for j in jobs_of("alice")] == [("alice",
                                                                        "hub-code-gemini")]
 
         # A Markdown preview: a webview, an iframe the Hub's frame-ancestors 'none' would block.
+        ide.get_by_text(folder).first.click()  # (the folder opens: the notes show)
         preview = markdown_preview(ide, marker)
         try:
             preview.get_by_role("heading", name=f"Hello from alice {marker}").wait_for(
@@ -138,7 +143,7 @@ def test_alice_works_in_vscode_from_the_panel_and_bob_cannot_reach_it(
         context.close()
         if bob_context is not None:
             bob_context.close()
-        os.unlink(os.path.join(pwd.getpwnam("alice").pw_dir, marker))
+        shutil.rmtree(os.path.join(pwd.getpwnam("alice").pw_dir, folder), ignore_errors=True)
 
 
 def test_two_users_launching_at_the_same_moment_get_a_job_each(hub, browser, clean_jobs):
