@@ -15,7 +15,7 @@ from traitlets import TraitError
 
 from .api_handlers import handlers as api_handlers
 from .config import HPCManager
-from .kernels import KernelSpecs, set_manager, use_nodelay_websockets
+from .kernels import KernelSpecs, set_manager, shutdown_job_kernels, use_nodelay_websockets
 from .proxy import handlers as proxy_handlers
 from .sessions import SessionManager
 
@@ -53,8 +53,9 @@ class HPCManagerApp(ExtensionApp):
         if ksm is not None:
             ksm.kernel_dirs.append(specs.kernels_dir)
         set_manager(self.manager)
-        web_app = getattr(self.serverapp, "web_app", None)
-        if web_app is not None and use_nodelay_websockets(web_app.settings):
+        # (self.settings: ExtensionApp copies them over the web app's settings after this
+        # method, so a change made to web_app.settings here would be undone)
+        if use_nodelay_websockets(self.settings):
             self.log.info("jupyter-hpc-manager: kernel websockets with TCP_NODELAY")
         remove_stale_tunnel_folders()
         self.log.info("jupyter-hpc-manager: clusters %s; state in %s",
@@ -65,6 +66,10 @@ class HPCManagerApp(ExtensionApp):
         self.handlers.extend(proxy_handlers)
 
     async def stop_extension(self) -> None:
+        # jupyter_server stops extensions before kernels: the kernels in jobs go first, while
+        # their connections can still cancel their steps (else each step would wait out
+        # kernel_reconnect_seconds for a server that will not come back).
+        await shutdown_job_kernels(getattr(self.serverapp, "kernel_manager", None), self.log)
         manager = getattr(self, "manager", None)
         if manager is not None:
             await manager.aclose()

@@ -41,6 +41,7 @@ from .ide import IDE
 from .login_node import LoginNode
 from .models import (
     ClusterView,
+    LastEnd,
     LaunchOutcome,
     LoginDone,
     LoginPrompt,
@@ -86,6 +87,7 @@ class Cluster:
         self.attaching = asyncio.Lock()
         self.session: Session | None = None
         self.detached: str | None = None  # a job the user stopped without cancelling it
+        self.last_end: LastEnd | None = None  # how the last session followed here ended
         self.generation = 0  # moves when a launch or stop begins and ends
         self.observation: Observation | None = None  # the newest one (see view())
         self._op_observation: Observation | None = None  # an operation's last word from SLURM
@@ -135,6 +137,11 @@ class Cluster:
         """The cluster as every answer shows it. ``asked``: this answer asked squeue (status
         does not); ``hit``: what it answered (None: not yet), ``asking_for``: for how long the
         query has been running (0 where a launch or stop began meanwhile)."""
+        view = self._view(hit, asking_for, asked)
+        return view if self.last_end is None else replace(view, last_end=self.last_end)
+
+    def _view(self, hit: CacheHit[Observation] | None, asking_for: float,
+              asked: bool) -> ClusterView:
         s = self.session
         login = self.node.login_state()
         if login == "required":
@@ -219,7 +226,7 @@ class Cluster:
                 self.log.info("jupyter-hpc-manager: job %s on %s has ended (%s)",
                               session.job_id, self.name,
                               mine.slurm_state if mine else "gone from the queue")
-                self._forget()
+                self._forget(self._end_of(session, mine))
                 session, changed = None, True
             elif mine is None:
                 session.absent += 1  # missed once: the next look decides
@@ -430,9 +437,9 @@ class Cluster:
 
     async def _ended_early(self, session: Session, job: SqueueJob | None) -> None:
         tail = await self.scheduler.log_tail(session.job_id)
-        self._forget()
-        await self._changed()
         state = job.slurm_state if job else "gone from the queue"
+        self._forget(LastEnd(session.job_id, "failed", utcnow_iso(), state))
+        await self._changed()
         self.log.warning("jupyter-hpc-manager: job %s on %s ended before its IDE came up (%s)",
                          session.job_id, self.name, state)
         raise JobError(
@@ -454,7 +461,8 @@ class Cluster:
                 if kept is None and self.observation is not None and self.observation.job:
                     kept = self.observation.job.job_id
                 self.detached = kept or self.detached
-            self._forget()
+            self._forget(LastEnd(session.job_id, "stopped", utcnow_iso())
+                         if cancel and session is not None else None)
             await self._changed()
         self.log.info("jupyter-hpc-manager: stopped %s%s", self.name,
                       f"; cancelled job {', '.join(cancelled)}" if cancelled else
@@ -491,12 +499,25 @@ class Cluster:
         self.log.warning("jupyter-hpc-manager: job(s) %s on %s still in squeue %.0f s after "
                          "scancel", ", ".join(sorted(ids)), self.name, self.settings.stop_timeout)
 
-    def _forget(self) -> None:
+    def _forget(self, end: LastEnd | None = None) -> None:
+        """Let the session go; end: how its job ended (None: it did not, or not for us)."""
         session, self.session = self.session, None
+        if end is not None:
+            self.last_end = end
         if session is not None and session.ide is not None:
             session.ide.close()
             self.log.info("jupyter-hpc-manager: closed the connections to VS Code on %s (job %s)",
                           self.name, session.job_id)
+
+    def _end_of(self, session: Session, job: SqueueJob | None) -> LastEnd:
+        """How session's job ended, from what squeue says of it now (None: gone) or last said."""
+        seen = job or session.job
+        left = None
+        if seen is not None and seen.time_left_seconds is not None and (
+                session.seen_clock is not None):
+            left = seen.time_left_seconds - (self._clock() - session.seen_clock)
+        state = job.slurm_state if job is not None else None
+        return LastEnd(session.job_id, slurm.end_reason(state, left), utcnow_iso(), state)
 
     async def _changed(self) -> None:
         await self.services.changed(self)

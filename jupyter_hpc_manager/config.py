@@ -123,6 +123,12 @@ class ClusterConfig(HasTraits):
         "reach (the HMAC key only keeps them from running code). auto: where the node's "
         "ipykernel declares it (metadata.supported_encryption, ipykernel 7.3+); required: a "
         "kernel without it does not start; disabled: HMAC only.")
+    kernel_reconnect_seconds = Int(
+        600, help="How long a notebook kernel's step outlives a lost connection to the login "
+        "node (the network, a login that expired at an MFA site, a Jupyter server that was "
+        "killed), waiting for this server to connect or log in again and take the kernel "
+        "back; then the step is cancelled. 0: the step ends with its connection. A server "
+        "that stops normally shuts its kernels down at once.")
     threads = Int(
         4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
         "commands, opening channels): a hung login node or a login waiting for a code uses "
@@ -154,6 +160,13 @@ class ClusterConfig(HasTraits):
         value = proposal["value"]
         if value < 1:
             raise TraitError(f"{proposal['trait'].name} {value!r} must be 1 or more")
+        return int(value)
+
+    @validate("kernel_reconnect_seconds")
+    def _check_not_negative(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value < 0:
+            raise TraitError(f"{proposal['trait'].name} {value!r} must be 0 or more")
         return int(value)
 
     @validate("port")

@@ -60,7 +60,15 @@ def cluster_entry(view: ClusterView) -> dict[str, Any]:
     if view.url is not None:
         entry["url"] = view.url
     _kernels(entry, view)
+    _last_end(entry, view)
     return entry
+
+
+def _last_end(entry: dict[str, Any], view: ClusterView) -> None:
+    """How the last session this server followed on the cluster ended (additive)."""
+    end = view.last_end
+    if end is not None:
+        entry["lastEnd"] = {"jobId": end.job_id, "reason": end.reason, "at": end.at}
 
 
 def _kernels(entry: dict[str, Any], view: ClusterView) -> None:
@@ -122,6 +130,7 @@ def session_entry(view: ClusterView) -> dict[str, Any]:
     if view.url is not None:
         entry["url"] = view.url
     _kernels(entry, view)
+    _last_end(entry, view)
     return entry
 
 

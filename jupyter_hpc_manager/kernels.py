@@ -34,6 +34,7 @@ import signal
 import socket
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +42,11 @@ import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado import web
 from traitlets import Unicode
 
-from .errors import HPCError, JobError, NotFoundError
-from .slurm import REMOTE_DIR
+from .errors import HPCError, JobError, NotFoundError, SshError
+from .slurm import REMOTE_DIR, JobState
 from .tunnel import Tunnel
 from .upstream import ChannelConnection
 
@@ -57,6 +59,14 @@ PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 SPEC_PREFIX = "hpc-"
 START_TIMEOUT = 60.0  # seconds for a kernel step to bind its ports
 RETRY = 300.0  # seconds before a job whose kernels could not be asked is asked again
+# Seconds a kernel whose step ended waits for the cluster's word on its job (ended: the kernel
+# is dead with the reason; still running: the kernel died by itself and is restarted).
+VERDICT_TIMEOUT = 30.0
+REFUSED_HOLD = 0.5  # seconds a local connection the kernel's port refused is held
+IOPUB_SETTLE = 0.5  # seconds an iopub connection runs before the others go (see PortBridge)
+IOPUB_WAIT = 3.0  # seconds the others wait at most for one
+TAKE_BACK_PAUSE = 2.0  # seconds between tries to take a kernel back while not connected
+TAKE_BACK_MARGIN = 2.0  # seconds before the step's watcher gives up that we give up
 # What srun says when the job it was to run in has ended.
 JOB_GONE = re.compile(r"(has expired|Invalid job id|invalid job|Job has already finished|"
                       r"Requested node configuration is not available|already completing)", re.I)
@@ -64,6 +74,37 @@ JOB_GONE = re.compile(r"(has expired|Invalid job id|invalid job|Job has already 
 # The manager of this server (set when the extension loads): kernel provisioners, which
 # jupyter_client makes from a kernelspec, find their cluster through it.
 _manager: SessionManager | None = None
+
+
+# The provisioners of this server's kernels (to end them with their job), and the browsers'
+# websockets of each kernel (closed then, so that JupyterLab reads the kernel's reason).
+_provisioners: weakref.WeakSet[JobKernelProvisioner] = weakref.WeakSet()
+_websockets: dict[str, weakref.WeakSet[NoDelayKernelConnection]] = {}
+
+
+def end_kernels(cluster: Cluster) -> None:
+    """The kernels of the job that cluster last saw end die with it, the reason said."""
+    end = cluster.last_end
+    if end is None:
+        return
+    for p in list(_provisioners):
+        if p.hpc == cluster.name and p.job_id == end.job_id and p._gone is None:
+            p.job_ended(end.describe(cluster.name))
+
+
+async def shutdown_job_kernels(kernel_manager: Any, log: logging.Logger) -> None:
+    """Shut down this server's kernels that run in jobs (the server is stopping), at once and
+    all together; what fails is logged (its step's watcher cancels it later)."""
+    if kernel_manager is None:
+        return
+    ids = [kid for kid in list(kernel_manager.list_kernel_ids())
+           if isinstance(getattr(kernel_manager.get_kernel(kid), "provisioner", None),
+                         JobKernelProvisioner)]
+    results = await asyncio.gather(
+        *(kernel_manager.shutdown_kernel(kid, now=True) for kid in ids), return_exceptions=True)
+    for kid, result in zip(ids, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("jupyter-hpc-manager: kernel %s did not shut down: %s", kid, result)
 
 
 def set_manager(manager: SessionManager | None) -> None:
@@ -111,29 +152,86 @@ step=$({squeue} -h -s -j {job} -o '%i %j' 2>/dev/null |
 ports=$(tr -d ' \n' < "$f" | grep -o '"[a-z]*_port":[0-9]*' | tr '\n' ',')
 rm -f "$f"
 printf '{{"step": "%s", "ports": {{%s"pid": %s}}}}\n' "$step" "$ports" "$pid"
-# The Jupyter server went away (the channel closed: stdin ends): the step ends too. (An
-# asynchronous list's stdin is /dev/null unless redirected: the channel's, explicitly.)
-( cat <&3 > /dev/null; [ -n "$step" ] && {scancel} --quiet "$step"; kill "$pid" 2>/dev/null ) &
+{watch}
 wait "$pid"
 status=$?
 [ -n "$step" ] && {scancel} --quiet "$step" 2>/dev/null
 tail -n 20 "$log" | sed 's/^/log: /'
-rm -f "$log"
+rm -f "$log" "$dir/{name}".claim*
 exit "$status"
 """
 
+# The channel closed (stdin ends: the Jupyter server stopped, was killed, or lost the
+# connection): the step ends too, unless a server takes it back within {grace} s (a claim, see
+# CLAIM_SCRIPT, after a new login), or the shell that started this watcher has ended (its step
+# is over). (An asynchronous list's stdin is /dev/null unless redirected: the channel's,
+# explicitly. Its output is not the channel's: the channel ends when that shell does.)
+WATCH = r"""
+(
+  cat <&3 > /dev/null
+  n=0
+  while [ "$n" -lt {grace} ]; do
+    [ -e "$dir/{name}.claim{next}" ] && exit 0
+    kill -0 $$ 2>/dev/null || exit 0
+    sleep 1
+    n=$((n + 1))
+  done
+  [ -n "$step" ] && {scancel} --quiet "$step"
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  rm -f "$dir/{name}".claim*
+) > /dev/null 2>&1 &
+"""
+
+# A server takes a running kernel back over a new connection (after a login, or a network
+# drop): the step's old watcher sees the claim and leaves it be; this shell watches it now, and
+# ends when the step does (asked of squeue: the step may run from another login node).
+CLAIM_SCRIPT = r"""
+umask 077
+exec 3<&0
+dir="$HOME/{remote_dir}/kernels"
+step={step}
+pid=
+running() {{
+  {squeue} -h -s -j {job} -o '%i' 2>/dev/null | grep -qx "$step"
+}}
+if ! running; then
+  printf '{{"error": "the kernel is no longer running in the job"}}\n'
+  exit 1
+fi
+touch "$dir/{name}.claim{gen}"
+printf '{{"step": "%s"}}\n' "$step"
+{watch}
+while running; do sleep {every}; done
+exit 0
+"""
+CLAIM_POLL = 10  # seconds between a claimed step's looks at squeue (whether it still runs)
+
 
 def step_command(*, remote_dir: str, name: str, job: str, node: str, argv: list[str],
-                 size: int, srun: str = "srun", squeue: str = "squeue",
+                 size: int, grace: int = 0, srun: str = "srun", squeue: str = "squeue",
                  scancel: str = "scancel") -> str:
     """The login node's shell command that starts a kernel as a step of the job; argv's
     ``{connection_file}`` is the file the kernel reads (each item quoted)."""
     words = ['"$f"' if a == "{connection_file}" else shlex.quote(a) for a in argv]
+    watch = WATCH.format(name=shlex.quote(name), grace=int(grace), next=1, scancel=scancel)
     script = STEP_SCRIPT.format(remote_dir=remote_dir, name=shlex.quote(name),
                                 job=shlex.quote(job), node=shlex.quote(node),
                                 argv=" ".join(words), size=int(size),
                                 tries=int(START_TIMEOUT * 50), srun=srun, squeue=squeue,
-                                scancel=scancel)
+                                scancel=scancel, watch=watch)
+    return "sh -c " + shlex.quote(script)
+
+
+def claim_command(*, remote_dir: str, name: str, job: str, step: str, generation: int,
+                  grace: int, squeue: str = "squeue", scancel: str = "scancel") -> str:
+    """The login node's shell command that takes a running kernel's step back (generation: how
+    many times it was taken back, this one included)."""
+    watch = WATCH.format(name=shlex.quote(name), grace=int(grace), next=int(generation) + 1,
+                         scancel=scancel)
+    script = CLAIM_SCRIPT.format(remote_dir=remote_dir, name=shlex.quote(name),
+                                 job=shlex.quote(job), step=shlex.quote(step),
+                                 gen=int(generation), squeue=squeue, every=CLAIM_POLL,
+                                 watch=watch)
     return "sh -c " + shlex.quote(script)
 
 
@@ -148,12 +246,18 @@ class KernelStep:
         self.step: str = ""
         self.ports: dict[str, int] = {}
         self.exit_status: int | None = None
+        # The channel ended with the connection, not with the step (which may run on, for
+        # kernel_reconnect_seconds): when that was (time.monotonic()), else None.
+        self.lost_at: float | None = None
         self.log_tail: list[str] = []
         self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._watch: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, cluster: Cluster, command: str, stdin: bytes) -> KernelStep:
+    async def start(cls, cluster: Cluster, command: str, stdin: bytes,
+                    ports: dict[str, int] | None = None) -> KernelStep:
+        """Run command (STEP_SCRIPT, or CLAIM_SCRIPT with the ports known) on an exec channel
+        of cluster's connection until it says which step runs the kernel."""
         node = cluster.node
         await node.sessions.acquire()
         try:
@@ -175,7 +279,8 @@ class KernelStep:
                     raise JobError(f"Its job on {cluster.name} has ended: {last_line(rest)}")
                 raise HPCError(message)
             step.step = str(reply.get("step") or "")
-            step.ports = {k: int(v) for k, v in reply["ports"].items() if k in PORTS}
+            step.ports = ports if ports is not None else {
+                k: int(v) for k, v in reply["ports"].items() if k in PORTS}
         except BaseException:
             step.close()
             raise
@@ -225,6 +330,15 @@ class KernelStep:
                 break
             await asyncio.sleep(0.05)
         status = chan.exit_status if chan.exit_status_ready() else -1
+        if status == -1:
+            # No exit status: did the connection go? (paramiko's thread closes the channels
+            # a moment before it clears the flag read here.)
+            transport = chan.get_transport()
+            for _ in range(40):
+                if transport is None or not transport.is_active():
+                    self.lost_at = time.monotonic()
+                    break
+                await asyncio.sleep(0.05)
         self.exit_status = status
         self.close()
         if not self.ended.done():
@@ -243,8 +357,9 @@ class KernelStep:
             [self.cluster.config.scancel, "--quiet", f"--signal={name}", self.step]))
 
     async def stop(self) -> None:
-        """End the step (its shell cancels it when the channel closes; scancel says so now)."""
-        if self.step and self.running:
+        """End the step (its shell cancels it when the channel closes; scancel says so now;
+        a step whose connection was lost is cancelled if the cluster can be reached)."""
+        if self.step and (self.running or self.lost_at is not None):
             with contextlib.suppress(HPCError):
                 await self.cluster.node.run("kernel", shlex.join(
                     [self.cluster.config.scancel, "--quiet", self.step]))
@@ -278,6 +393,27 @@ class PortBridge:
         self._servers: list[asyncio.base_events.Server] = []
         self._tunnels: dict[str, Tunnel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # IOPub goes first when the server's sockets come back (a dropped connection, a
+        # restart): a reply whose output is published before the server's SUB socket has
+        # joined again would lose that output (zmq's "slow joiner"). Until an iopub connection
+        # has run for IOPUB_SETTLE, the other channels wait (at most IOPUB_WAIT).
+        self._iopub_open = 0
+        self._iopub_since = 0.0
+        self._iopub_up = asyncio.Event()
+        # Every iopub connection ended (a drop, a restart): the sockets come back. Not at
+        # the kernel's start (the server nudges a new kernel until iopub answers).
+        self._rejoining = False
+
+    async def _iopub_settled(self) -> None:
+        if not self._rejoining:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._iopub_up.wait(), IOPUB_WAIT)
+        wait = self._iopub_since + IOPUB_SETTLE - time.monotonic()
+        if self._iopub_up.is_set():
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._rejoining = False
 
     async def open(self) -> dict[str, int]:
         for name in PORTS:
@@ -310,11 +446,21 @@ class PortBridge:
         if tunnel is None:
             writer.close()
             return
+        if name != "iopub_port":
+            await self._iopub_settled()
         try:
             conn = await tunnel.connect()
-        except (HPCError, OSError):
+        except (HPCError, OSError, RuntimeError):  # (RuntimeError: the server is stopping)
+            # (zmq connects again at once, every 0.1 s: held a moment, not a channel-open
+            # round trip per 0.1 s and port while the kernel is down or restarting)
+            await asyncio.sleep(REFUSED_HOLD)
             writer.close()
             return
+        if name == "iopub_port":
+            self._iopub_open += 1
+            if self._iopub_open == 1:
+                self._iopub_since = time.monotonic()
+                self._iopub_up.set()
 
         async def up() -> None:
             while data := await reader.read(65536):
@@ -332,6 +478,11 @@ class PortBridge:
         except (HPCError, OSError, ConnectionError):
             pass
         finally:
+            if name == "iopub_port":
+                self._iopub_open -= 1
+                if self._iopub_open == 0:
+                    self._iopub_up.clear()
+                    self._rejoining = True
             conn.close()
             writer.close()
 
@@ -357,8 +508,13 @@ class JobKernelProvisioner(KernelProvisionerBase):
     _step: KernelStep | None = None
     _bridge: PortBridge | None = None
     _exit: int | None = None
-    _gone: str | None = None  # why the job cannot run this kernel again (it has ended)
+    _gone: str | None = None  # why the kernel is dead (its job ended, or its step was lost)
+    _restartable = False  # _gone, but the job may still run: a restart may start a new step
     _launched = False
+    _verdict: asyncio.Task[None] | None = None  # asking whether the step's job has ended
+    _taking_back: asyncio.Task[None] | None = None  # claiming the step after a lost connection
+    _name = ""  # the step's job name (hpc-kernel-...), also its files' on the login node
+    _generation = 0  # how many times the step was taken back
 
     # -- jupyter_client's provisioner interface --------------------------------------------------
     @property
@@ -366,12 +522,25 @@ class JobKernelProvisioner(KernelProvisionerBase):
         return self._step is not None or self._gone is not None
 
     async def poll(self) -> int | None:
-        """From memory (the restarter calls it every 3 s): None while the step runs."""
+        """From memory (the restarter calls it every 3 s): None while the step runs, and
+        while the cluster is asked whether the step ended with its job (a kernel whose job
+        ended is dead for good, with the reason, not restarted: see job_ended)."""
         if self._gone is not None:
-            return 1
+            return None  # (dead, said so in the kernel's model: nothing to restart)
         if self._step is None:
             return self._exit if self._exit is not None else 0
-        return None if self._step.running else self._step.exit_status
+        if self._step.running:
+            return None
+        if self._step.lost_at is not None:
+            # The connection went, the step may run on: taken back once connected again.
+            if self._taking_back is None:
+                self._taking_back = asyncio.ensure_future(self._take_back(self._step))
+            return None
+        if self._verdict is None:
+            self._verdict = asyncio.ensure_future(self._ask_verdict(self._step))
+        if not self._verdict.done():
+            return None
+        return None if self._gone is not None else self._step.exit_status
 
     async def wait(self) -> int | None:
         if self._step is None:
@@ -396,6 +565,9 @@ class JobKernelProvisioner(KernelProvisionerBase):
             await self._step.stop()
 
     async def cleanup(self, restart: bool = False) -> None:
+        if self._taking_back is not None:
+            self._taking_back.cancel()
+            self._taking_back = None
         if self._step is not None:
             self._step.close()
             self._forget(self._step.exit_status)
@@ -432,11 +604,13 @@ class JobKernelProvisioner(KernelProvisionerBase):
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         cluster = self._cluster()
         session = cluster.session
-        if self._gone is not None:
-            return self.connection_info  # (see below: the job has ended; the kernel stays dead)
+        _provisioners.add(self)
+        if self._gone is not None and not self._restartable:
+            raise NotFoundError(self._gone)  # (a restart asked for after the job ended)
+        self._gone, self._restartable = None, False
         if session is None or not session.running or session.job_id != self.job_id:
             if self._launched:  # a restart after the job ended: the kernel is dead
-                self._gone, self._exit = f"job {self.job_id} on {self.hpc} has ended", 1
+                self.job_ended(self._why_not_running(cluster))
                 return self.connection_info
             raise NotFoundError(f"Job {self.job_id} on {self.hpc} is no longer running: this "
                                 "kernel's job has ended.")
@@ -461,24 +635,22 @@ class JobKernelProvisioner(KernelProvisionerBase):
         node = session.connection.host if session.connection else (session.node or "")
         command = step_command(remote_dir=REMOTE_DIR, name=name, job=session.job_id,
                                node=session.node or node, argv=cmd, size=len(stdin),
+                               grace=cluster.config.kernel_reconnect_seconds,
                                srun=cluster.config.srun, squeue=cluster.config.squeue,
                                scancel=cluster.config.scancel)
         try:
             step = await KernelStep.start(cluster, command, stdin)
         except JobError as exc:
             # The job has ended (scancel, walltime) under a kernel the restarter brings back:
-            # a process that exited, not an error, so that the kernel is shown dead (an error
-            # here would leave it listed as idle for ever).
-            self._gone = exc.message
-            self._exit = 1
-            self.log.warning("jupyter-hpc-manager: kernel %s on %s: %s", self.kernel_id,
-                             self.hpc, exc.message)
+            # not an error (the restarter would try again for ever), a dead kernel.
+            self.job_ended(f"{self._why_not_running(cluster)} ({exc.message})")
             return self.connection_info
-        cluster.kernels_running += 1
-        step.ended.add_done_callback(lambda _: _count_down(cluster))
+        self._hold(cluster, step)
         assert self._bridge is not None
         self._bridge.retarget(node, step.ports)
         self._step, self._exit, self._launched = step, None, True
+        self._verdict = self._taking_back = None
+        self._name, self._generation = name, 0
         self.log.info("jupyter-hpc-manager: kernel %s on %s runs as step %s of job %s",
                       self.kernel_id, self.hpc, step.step or "(unknown)", session.job_id)
         return self.connection_info
@@ -493,6 +665,122 @@ class JobKernelProvisioner(KernelProvisionerBase):
         return info
 
     # -- ours ---------------------------------------------------------------------------------
+    def job_ended(self, why: str) -> None:
+        """The kernel's job has ended: the kernel is dead for good, and says why."""
+        self._dead(f"{why}, and this kernel ended with it. To go on, launch a new job from "
+                   "the HPC panel and choose its kernel.", restartable=False)
+
+    def _dead(self, message: str, restartable: bool) -> None:
+        """The kernel is dead, not to be restarted by the restarter. Its model (GET
+        api/kernels/<id>) reads execution_state dead with message as its reason; its
+        browsers' websockets are closed, so that JupyterLab reads the model and shows the
+        reason in the notebook (a dialog). restartable: a restart the user asks for may start
+        a new step (the job still runs)."""
+        if self._gone is not None:
+            return
+        self._gone, self._restartable = message, restartable
+        self._exit = 1
+        if self._step is not None:
+            self._step.close()
+            self._forget(self._step.exit_status)
+        self.log.warning("jupyter-hpc-manager: kernel %s on %s: %s", self.kernel_id, self.hpc,
+                         message)
+        km = self.parent
+        if km is not None:
+            km.stop_restarter()
+            if hasattr(km, "reason"):  # (jupyter_server's kernel manager)
+                km.reason = self._gone
+                km.execution_state = "dead"
+        for ws in list(_websockets.get(self.kernel_id or "", ())):
+            with contextlib.suppress(Exception):
+                ws.websocket_handler.close(1000, "the kernel's job has ended")
+
+    async def _ask_verdict(self, step: KernelStep) -> None:
+        """Ask the cluster (its one state) whether the job of step, which has ended, has
+        ended too: until an answer taken after the step ended says the job still runs, or
+        VERDICT_TIMEOUT. A job that ended reaches job_ended (the session's change does)."""
+        try:
+            cluster = self._cluster()
+        except HPCError:  # (the server is stopping)
+            return
+        since = cluster.services.clock()
+        deadline = time.monotonic() + VERDICT_TIMEOUT
+        while self._gone is None and time.monotonic() < deadline:
+            try:
+                hit = await asyncio.wait_for(cluster.observe(refresh=True),
+                                             max(0.1, deadline - time.monotonic()))
+            except (asyncio.TimeoutError, HPCError):
+                return
+            s = cluster.session
+            if s is None or s.job_id != self.job_id or not s.running:
+                self.job_ended(self._why_not_running(cluster))
+                return
+            obs = hit.value
+            job = next((j for j in obs.jobs if j.job_id == self.job_id), None)
+            if obs.taken_clock >= since and job is not None and job.state is JobState.RUNNING:
+                return  # the job runs on: the kernel died by itself (restarted, as locally)
+            await asyncio.sleep(min(1.0, cluster.settings.poll_interval))
+
+    async def _take_back(self, old: KernelStep) -> None:
+        """old's channel ended with the connection, and its step may run on (its watcher waits
+        kernel_reconnect_seconds for a claim): claim it over the connection as soon as there
+        is one again (a login at an MFA site: nothing here connects on its own there). The
+        kernel's local ports stay; zmq reconnects through them. A step that is gone by then
+        goes the way of a step that ended (the job asked); one not taken back in time is
+        dead, with the reason."""
+        cluster = self._cluster()
+        grace = cluster.config.kernel_reconnect_seconds
+        assert old.lost_at is not None
+        deadline = old.lost_at + max(0.0, grace - TAKE_BACK_MARGIN)
+        self.log.warning("jupyter-hpc-manager: kernel %s on %s lost its connection; its step "
+                         "%s waits %d s to be taken back", self.kernel_id, self.hpc, old.step,
+                         grace)
+        while self._gone is None and self._step is old:
+            if time.monotonic() >= deadline or not old.step:
+                self._dead(f"The connection to {self.hpc} was lost for more than {grace} s, "
+                           f"so this kernel's step of job {self.job_id} was cancelled there. "
+                           "Restart the kernel to start a new one in the job.",
+                           restartable=True)
+                return
+            command = claim_command(remote_dir=REMOTE_DIR, name=self._name, job=self.job_id,
+                                    step=old.step, generation=self._generation + 1,
+                                    grace=grace, squeue=cluster.config.squeue,
+                                    scancel=cluster.config.scancel)
+            try:
+                step = await KernelStep.start(cluster, command, b"", ports=old.ports)
+            except SshError:  # not connected (a login is needed) or refused: again soon
+                await asyncio.sleep(TAKE_BACK_PAUSE)
+                continue
+            except HPCError as exc:  # the step has ended meanwhile
+                self.log.info("jupyter-hpc-manager: kernel %s on %s not taken back: %s",
+                              self.kernel_id, self.hpc, exc.message)
+                old.lost_at = None  # (poll asks whether its job ended)
+                return
+            if self._step is not old or self._gone is not None:
+                step.close()
+                return
+            self._generation += 1
+            self._hold(cluster, step)
+            self._step = step
+            self.log.info("jupyter-hpc-manager: kernel %s on %s taken back (step %s of job %s)",
+                          self.kernel_id, self.hpc, step.step, self.job_id)
+            return
+
+    @staticmethod
+    def _hold(cluster: Cluster, step: KernelStep) -> None:
+        cluster.kernels_running += 1
+        step.ended.add_done_callback(lambda _: _count_down(cluster))
+
+    def _why_not_running(self, cluster: Cluster) -> str:
+        """Why this kernel's job runs no kernel of ours any more, as the cluster knows it."""
+        end = cluster.last_end
+        if end is not None and end.job_id == self.job_id:
+            return end.describe(self.hpc)
+        if cluster.detached == self.job_id:
+            return (f"{self.hpc}'s session was stopped in this server (job {self.job_id} "
+                    "keeps running without it)")
+        return f"{self.hpc}'s job {self.job_id} is no longer running"
+
     def _cluster(self) -> Cluster:
         if _manager is None:
             raise HPCError("jupyter-hpc-manager is not loaded in this server")
@@ -516,10 +804,28 @@ class NoDelayKernelConnection(ZMQChannelsWebsocketConnection):
     leaves Nagle on for websockets, which holds every small reply back: 48 ms per `1+1`
     measured (local kernels too), 4.8 ms with it (bench/kernel.py)."""
 
+    async def prepare(self) -> None:
+        # A kernel whose job has ended refuses new websockets: JupyterLab, whose websocket
+        # the server closed, tries again, reads the kernel's model (dead, with the reason) and
+        # shows the reason in the notebook, instead of reconnecting for ever.
+        provisioner = getattr(self.kernel_manager, "provisioner", None)
+        if isinstance(provisioner, JobKernelProvisioner) and provisioner._gone is not None:
+            raise web.HTTPError(410, provisioner._gone)
+        await super().prepare()
+
     def connect(self) -> Any:
         with contextlib.suppress(AttributeError, OSError):
             self.websocket_handler.set_nodelay(True)
+        _websockets.setdefault(self.kernel_id, weakref.WeakSet()).add(self)
         return super().connect()
+
+    def disconnect(self) -> None:  # type: ignore[override]  # (sync in the subclass too)
+        conns = _websockets.get(self.kernel_id)
+        if conns is not None:
+            conns.discard(self)
+            if not conns:
+                del _websockets[self.kernel_id]
+        super().disconnect()
 
 
 def use_nodelay_websockets(settings: dict[str, Any]) -> bool:
@@ -572,6 +878,7 @@ class KernelSpecs:
 
     def sync(self, cluster: Cluster) -> None:
         """Bring cluster's specs in line with its session (called when the session changes)."""
+        end_kernels(cluster)
         s = cluster.session
         job = s.job_id if s is not None and s.running else None
         written = self._written.get(cluster.name)

@@ -108,6 +108,27 @@ class Session:
 
 
 @dataclass(frozen=True)
+class LastEnd:
+    """How the last session this server followed on a cluster ended (contract: lastEnd)."""
+
+    job_id: str
+    reason: str  # one of slurm.END_REASONS
+    at: str  # ISO time it was found out
+    slurm_state: str | None = None  # what squeue last said of the job, if it said anything
+
+    def describe(self, hpc: str) -> str:
+        """A sentence for a person: what happened to the job."""
+        job = f"{hpc}'s job {self.job_id}"
+        state = f" ({self.slurm_state})" if self.slurm_state else ""
+        return {
+            "idle": f"{job} was cancelled after being idle",
+            "walltime": f"{job} reached its time limit{state}",
+            "stopped": f"{job} was stopped from this server",
+            "failed": f"{job} failed{state}",
+        }.get(self.reason, f"{job} ended outside this server{state}")
+
+
+@dataclass(frozen=True)
 class Observation:
     """What one squeue said about one cluster (or why it could not be asked): when it was
     asked (ISO for updatedAt, and the manager's clock), and the cluster's generation then."""
@@ -155,6 +176,7 @@ class ClusterView:
     url: str | None = None
     # The running job's notebook kernels: (kernelspec name, display name) (kernels.py)
     kernels: tuple[tuple[str, str], ...] = ()
+    last_end: LastEnd | None = None  # how the last session followed here ended
 
 
 # -- the outcomes of what a user asks --------------------------------------------------------------

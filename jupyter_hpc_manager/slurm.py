@@ -224,6 +224,28 @@ def job_gone(job: SqueueJob | None, absent_before: int) -> bool:
     return job.state is JobState.IDLE
 
 
+# Why a session ended, as the contract's lastEnd.reason says it.
+END_REASONS = ("idle", "walltime", "stopped", "slurm", "failed")
+_FAILED_STATES = frozenset({"FAILED", "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY"})
+_WALLTIME_STATES = frozenset({"TIMEOUT", "DEADLINE"})
+
+
+def end_reason(slurm_state: str | None, seconds_left: float | None) -> str:
+    """Why a job we followed ended, from the state squeue last gave it (None: it left the
+    queue unseen) and how many seconds of its time limit were left by then (None: unknown):
+    ``walltime``, ``failed`` or ``slurm`` (cancelled or ended outside this server). A job seen
+    COMPLETING or gone with its time used up has reached its limit (squeue rarely shows
+    TIMEOUT: the job is gone a moment later)."""
+    state = (slurm_state or "").strip().upper().split(" ", 1)[0].rstrip("+")
+    if state in _WALLTIME_STATES:
+        return "walltime"
+    if state in _FAILED_STATES:
+        return "failed"
+    if state in ("", "COMPLETING") and seconds_left is not None and seconds_left <= 0:
+        return "walltime"
+    return "slurm"
+
+
 def normal_duration(text: str, seconds: int | None) -> str:
     """squeue prints 5 minutes as '5:00'; the contract speaks HH:MM:SS."""
     return text if seconds is None else format_duration(seconds)

@@ -233,7 +233,13 @@ async def test_launch_runs_the_ide_then_reconnects_then_stop_keeps_or_cancels_th
     assert (code, stopped["status"], stopped["hpc"]) == (200, "stopped", "gemini")
     assert slurm_jobs() == []
     code, status = await api("GET", "cluster-status")
+    # How the last session ended (additive; a stop that kept the job running ended nothing).
+    ended = status["gemini"].pop("lastEnd")
     assert status["gemini"] == {"status": "idle"}
+    assert (ended["jobId"], ended["reason"]) == (job_id, "stopped")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", ended["at"])
+    code, s = await api("GET", "status")
+    assert s["sessions"]["gemini"]["lastEnd"] == ended
 
 
 async def test_the_connection_file_is_private_and_removed_when_the_job_ends(api, clean_slurm):
@@ -348,7 +354,8 @@ async def test_switch_needs_a_running_session(api, clean_slurm):
     # Stopping the active cluster hands the active role to the other running session.
     code, _ = await api("POST", "stop", body={"cancelJob": True})
     code, s = await api("GET", "status")
-    assert s["activeHpc"] == "apollo" and s["sessions"]["gemini"] == {"status": "idle"}
+    assert s["activeHpc"] == "apollo" and s["sessions"]["gemini"]["status"] == "idle"
+    assert s["sessions"]["gemini"]["lastEnd"]["reason"] == "stopped"
 
 
 # -- locks and the cache -----------------------------------------------------------------------

@@ -158,7 +158,9 @@ async def test_ide_killed_on_the_node_is_seen_and_a_launch_brings_it_back(
     while slurm_jobs():
         await asyncio.sleep(0.25)
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
+    ended = status["gemini"].pop("lastEnd")
     assert status["gemini"] == {"status": "idle"}  # the job ended with its IDE
+    assert ended["jobId"] == first["jobId"] and ended["reason"] in ("failed", "slurm"), ended
     r = await jp_fetch("hpc", "gemini", "code/", raise_error=False)
     assert r.code == 404 and b"No VS Code session" in r.body
     code, second = await api("POST", "launch", body={"hpc": "gemini", "mem": "1G"})

@@ -65,11 +65,13 @@ async def test_job_cancelled_behind_our_back_is_idle_and_the_url_says_so(
     while slurm_jobs():
         await asyncio.sleep(0.25)
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
+    ended = status["echo1"].pop("lastEnd")
     assert status["echo1"] == {"status": "idle"}
+    assert (ended["jobId"], ended["reason"]) == (reply["jobId"], "slurm")  # not by us
     r = await jp_fetch("hpc", "echo1", "code", "small", raise_error=False)
     assert r.code == 404 and b"No VS Code session is running on echo1" in r.body
     code, s = await api("GET", "status")
-    assert s["sessions"]["echo1"] == {"status": "idle"}
+    assert s["sessions"]["echo1"] == {"status": "idle", "lastEnd": ended}
 
 
 async def test_a_job_reaching_its_walltime_is_idle_and_the_url_says_so(
@@ -82,7 +84,9 @@ async def test_a_job_reaching_its_walltime_is_idle_and_the_url_says_so(
         await asyncio.sleep(1)
     assert slurm_jobs() == [], "SLURM did not end the job at its time limit"
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
+    ended = status["echo1"].pop("lastEnd")
     assert status["echo1"] == {"status": "idle"}
+    assert (ended["jobId"], ended["reason"]) == (reply["jobId"], "walltime")
     assert manager.session("echo1") is None
     r = await jp_fetch("hpc", "echo1", "code", "small", raise_error=False)
     assert r.code == 404 and b"No VS Code session" in r.body

@@ -6,15 +6,20 @@ killed leaves no step behind; a job that ends takes its kernels with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
+import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 import websocket
+
+from jupyter_hpc_manager import kernels
 
 from jupyter_process import TOKEN, Server, slurm_jobs
 
@@ -23,9 +28,12 @@ SPEC = "hpc-gemini-python3"
 
 
 @pytest.fixture
-def server(tmp_path, sandbox_cluster, clean_slurm):
+def server(tmp_path, sandbox_cluster, clean_slurm, request):
+    # (a test marked grace(s) sets kernel_reconnect_seconds)
+    grace = request.node.get_closest_marker("grace")
     cluster = dict(sandbox_cluster, job_name=f"test-kernels-{uuid.uuid4().hex[:6]}",
-                   kernel_discovery=KERNEL_DISCOVERY)
+                   kernel_discovery=KERNEL_DISCOVERY,
+                   **({"kernel_reconnect_seconds": grace.args[0]} if grace else {}))
     s = Server(tmp_path / "server", {"gemini": cluster},
                extra="c.HPCManager.use_system_known_hosts = False\n")
     s.start()
@@ -112,6 +120,38 @@ class Kernel:
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 idle = True
         return {"out": out, "status": reply["status"], "error": reply.get("ename")}
+
+    def statuses_until_closed(self, timeout: float) -> list[str]:
+        """The kernel's status messages until the server closes the websocket."""
+        states: list[str] = []
+        deadline = time.monotonic() + timeout
+        self.ws.settimeout(1.0)
+        while time.monotonic() < deadline:
+            try:
+                text = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except websocket.WebSocketConnectionClosedException:
+                return states
+            if not text:  # (the close frame)
+                return states
+            msg = json.loads(text)
+            if msg["header"]["msg_type"] == "status":
+                states.append(msg["content"]["execution_state"])
+        raise AssertionError(f"the websocket is still open after {timeout:.0f} s: {states}")
+
+    def wait_status(self, state: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self.ws.settimeout(1.0)
+        while time.monotonic() < deadline:
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if (msg["header"]["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == state):
+                return
+        raise AssertionError(f"no {state!r} status in {timeout:.0f} s")
 
     def close(self) -> None:
         self.ws.close()
@@ -200,7 +240,10 @@ def test_a_kernel_in_the_job_behaves_like_a_local_one(server):
     assert "kernels" not in server.call("GET", "cluster-status")[1]["gemini"]
 
 
+@pytest.mark.grace(3)
 def test_a_killed_server_leaves_no_kernel_step(server):
+    """Its step waits kernel_reconnect_seconds (here 3) for the server to come back for it
+    (as after a dropped connection), then is cancelled."""
     job = launch(server)["jobId"]
     wait_for("the job's kernelspec", lambda: spec_of(server))
     _, model = rest(server, "POST", "api/kernels", {"name": SPEC})
@@ -213,6 +256,20 @@ def test_a_killed_server_leaves_no_kernel_step(server):
     assert [j["state"] for j in slurm_jobs()] == ["RUNNING"]  # the job (VS Code) goes on
 
 
+def test_a_stopped_server_ends_its_kernel_steps_at_once(server):
+    """A server that stops (SIGTERM) shuts its kernels down before it lets its connections go:
+    no step waits out kernel_reconnect_seconds (600 s here) for a server that will not come."""
+    job = launch(server)["jobId"]
+    wait_for("the job's kernelspec", lambda: spec_of(server))
+    _, model = rest(server, "POST", "api/kernels", {"name": SPEC})
+    kernel = Kernel(server, model["id"])
+    assert kernel.execute("print('up')")["out"].strip() == "up"
+    kernel.close()
+    server.stop()
+    wait_for("the kernel's step to end", lambda: kernel_steps(job) == [], timeout=20)
+    assert "cannot schedule new futures" not in server.log.read_text()
+
+
 def test_a_job_that_ends_takes_its_kernel(server):
     job = launch(server)["jobId"]
     wait_for("the job's kernelspec", lambda: spec_of(server))
@@ -221,15 +278,47 @@ def test_a_job_that_ends_takes_its_kernel(server):
     try:
         assert kernel.execute("print('up')")["out"].strip() == "up"
         subprocess.run(["scancel", job], check=True)
-        # The kernel is dead (the server says so), not "idle" for ever.
-        wait_for("the kernel to be dead", lambda: rest(
-            server, "GET", f"api/kernels/{model['id']}")[1]["execution_state"] == "dead"
-            if _exists(server, model["id"]) else True, timeout=120)
+        # The server closes the notebook's websocket (JupyterLab then reads the kernel's model
+        # and shows its reason) without a "restarting" on the way: a restart cannot work.
+        states = kernel.statuses_until_closed(timeout=120)
+        assert "restarting" not in states, states
+        # The kernel is dead, says why, and stays listed (a notebook that opens it reads why).
+        _, now = rest(server, "GET", f"api/kernels/{model['id']}")
+        assert now["execution_state"] == "dead", now
+        assert f"gemini's job {job} ended outside this server" in now["reason"], now
+        assert "launch a new job from the HPC panel" in now["reason"], now
+        # A restart asked for says the same, and starts nothing.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            rest(server, "POST", f"api/kernels/{model['id']}/restart")
+        refused.value.close()
+        assert refused.value.code == 500
     finally:
         kernel.close()
     assert kernel_steps(job) == []
     # Nothing of the kernel's is left on the cluster (its connection file, its log).
     assert not list(pathlib.Path("/home/hpcuser/.jupyter-hpc-manager/kernels").glob("*"))
+
+
+def test_a_kernel_that_dies_by_itself_is_restarted_in_the_job(server):
+    """As a local kernel: the process exits (os._exit) while its job runs on; the server
+    restarts it, in the same job, and the notebook goes on."""
+    job = launch(server)["jobId"]
+    wait_for("the job's kernelspec", lambda: spec_of(server))
+    _, model = rest(server, "POST", "api/kernels", {"name": SPEC})
+    kernel = Kernel(server, model["id"])
+    try:
+        pid = kernel.execute("import os\nprint(os.getpid())")["out"].strip()
+        kernel.send("execute_request", {"code": "import os; os._exit(3)", "silent": False,
+                                        "allow_stdin": False, "store_history": False})
+        kernel.wait_status("restarting", timeout=90)
+        again = wait_for("the restarted kernel", lambda: kernel.execute(
+            "import os\nprint(os.environ['SLURM_JOB_ID'], os.getpid())")["out"].split())
+        assert again[0] == job and again[1] != pid
+        assert len(kernel_steps(job)) == 1
+        assert rest(server, "GET", f"api/kernels/{model['id']}")[1]["execution_state"] != "dead"
+    finally:
+        kernel.close()
+        rest(server, "DELETE", f"api/kernels/{model['id']}")
 
 
 def _exists(server: Server, kernel_id: str) -> bool:
@@ -268,3 +357,22 @@ async def test_a_job_without_kernels_is_asked_once_not_per_poll(api, manager, cl
     assert manager.commands["kernels"] == 1
     code, status = await api("GET", "cluster-status")
     assert "kernels" not in status["echo1"]
+
+
+async def test_kernel_websockets_have_no_nagle_delay(jp_fetch, jp_ws_fetch, manager):
+    """The server's end of a kernel's websocket (any kernel's: a local one here) has
+    TCP_NODELAY: with Nagle on, each small frame of a reply after the first waits for the
+    browser's delayed ACK, about 40 ms per `1+1` (bench/kernel.py)."""
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(r.body)["id"]
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
+    try:
+        connections = list(kernels._websockets.get(kernel_id, ()))
+        assert len(connections) == 1, "the websocket is not jupyter-hpc-manager's"
+        sock = connections[0].websocket_handler.ws_connection.stream.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        ws.close()
+        while await asyncio.wait_for(ws.read_message(), 10) is not None:
+            pass  # (until the server's close: the socket is closed then)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")

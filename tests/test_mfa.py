@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import pathlib
+import time
 
 import pytest
 
@@ -328,5 +329,60 @@ def test_a_server_restart_needs_a_new_login_and_then_finds_the_job(
         server.stop()
     log = server.log.read_text()
     assert "logged in to mfakey" in log
+    for secret in secrets_seen:
+        assert secret not in log
+
+
+def test_a_dropped_connection_keeps_the_kernel_and_a_login_takes_it_back(
+        tmp_path, sandbox_cluster, echo_ide, secrets_seen, clean_slurm):
+    """A notebook's kernel in the job, at an MFA site whose connection drops: the cluster says
+    "log in again", the kernel is neither restarted nor dead (its step waits in the job), and
+    after the login the same kernel process answers the same notebook."""
+    from test_kernels import KERNEL_DISCOVERY, Kernel, kernel_steps, rest, wait_for
+
+    server = jupyter_process.Server(tmp_path, {"mfakey": dict(
+        sandbox_cluster, user=MFA_USER, port=mfa.KEY_PORT, ide_command=echo_ide,
+        identity_file=str(SANDBOX / "mfauser_ed25519"), job_name="test-hpc-mfa-kernel",
+        kernel_discovery=KERNEL_DISCOVERY)})
+    server.start()
+    kernel = None
+    try:
+        sync_log_in(server, "mfakey", secrets_seen)
+        code, launched = server.call("POST", "launch", {"hpc": "mfakey", "mem": "1G"})
+        assert (code, launched["status"]) == (200, "running"), launched
+        job = launched["jobId"]
+        wait_for("the job's kernelspec", lambda: "hpc-mfakey-python3" in rest(
+            server, "GET", "api/kernelspecs")[1]["kernelspecs"])
+        _, model = rest(server, "POST", "api/kernels", {"name": "hpc-mfakey-python3"})
+        kernel = Kernel(server, model["id"])
+        ran = kernel.execute("import os, getpass\nprint(getpass.getuser(), os.getpid())")
+        user, pid = ran["out"].split()
+        assert user == MFA_USER
+        steps = kernel_steps(job)
+        assert len(steps) == 1
+
+        assert mfa.drop_connections("mfakey") > 0
+        entry = wait_for("the cluster to say log in again", lambda: (
+            lambda e: e if e.get("login") == "required" else None)(
+                server.call("GET", "cluster-status")[1]["mfakey"]))
+        assert "log in again" in entry["error"] and entry["jobId"] == job, entry
+        # Two restarter polls later: not restarted, not dead; its step still runs in the job.
+        time.sleep(7)
+        assert rest(server, "GET", f"api/kernels/{model['id']}")[1]["execution_state"] != "dead"
+        assert kernel_steps(job) == steps
+
+        sync_log_in(server, "mfakey", secrets_seen)
+        again = kernel.execute("print(os.getpid())", timeout=120)
+        assert again["out"].strip() == pid  # the same process, found again where it ran
+        assert kernel_steps(job) == steps
+        # And it is this server's again: a shutdown ends its step.
+        rest(server, "DELETE", f"api/kernels/{model['id']}")
+        wait_for("the kernel's step to end", lambda: kernel_steps(job) == [])
+    finally:
+        if kernel is not None:
+            kernel.close()
+        server.stop()
+    log = server.log.read_text()
+    assert "taken back" in log
     for secret in secrets_seen:
         assert secret not in log

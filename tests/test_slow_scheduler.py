@@ -91,12 +91,15 @@ async def assert_session_runs(api, jp_fetch, hpc: str, job_id: str, url: str) ->
     assert [j["id"] for j in slurm_jobs()] == [job_id]  # exactly one job
 
 
-async def assert_session_gone(api, jp_fetch, hpc: str) -> None:
+async def assert_session_gone(api, jp_fetch, hpc: str, job_id: str) -> None:
+    """After a stop with cancelJob: idle, the stop said as how the session ended."""
     assert slurm_jobs() == []
+    ended = {"jobId": job_id, "reason": "stopped"}
     code, s = await api("GET", "status")
-    assert s["sessions"][hpc] == {"status": "idle"}
+    entry = s["sessions"][hpc]
+    assert entry == {"status": "idle", "lastEnd": {**ended, "at": entry["lastEnd"]["at"]}}
     code, cs = await api("GET", "cluster-status", params={"refresh": "true"})
-    assert cs[hpc] == {"status": "idle"}
+    assert cs[hpc] == entry
     code, _ = await whoami(jp_fetch, hpc)
     assert code == 404
 
@@ -123,7 +126,7 @@ async def test_launch_and_stop_while_the_panel_polls_a_slow_squeue(
         async with polling(api, seen):
             code, stopped = await stop
         assert (code, stopped["cancelledJobs"]) == (200, [reply["jobId"]]), stopped
-        await assert_session_gone(api, jp_fetch, hpc)
+        await assert_session_gone(api, jp_fetch, hpc, reply["jobId"])
         # What the polls showed was never a contradiction: no url for an idle cluster.
         for status in seen:
             assert status[hpc]["status"] in ("idle", "pending", "running"), status[hpc]

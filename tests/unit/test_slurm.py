@@ -272,3 +272,36 @@ def test_the_log_path_is_the_homes_even_when_the_job_runs_elsewhere():
     assert "'--chdir=my dir'" in command
     assert '--output="$HOME"/.jupyter-hpc-manager/logs/%x-%j.log' in command
     assert command.count("$") == 1  # nothing else is left to the shell
+
+
+@pytest.mark.parametrize(("state", "left", "reason"), [
+    ("TIMEOUT", None, "walltime"),
+    ("DEADLINE", 100, "walltime"),
+    ("CANCELLED by 1000", 600, "slurm"),
+    ("COMPLETED", 600, "slurm"),
+    ("PREEMPTED", 600, "slurm"),
+    ("NODE_FAIL", 600, "failed"),
+    ("OUT_OF_MEMORY", None, "failed"),
+    ("FAILED", 0, "failed"),
+    # squeue rarely shows TIMEOUT: the job is COMPLETING, or gone, with its time used up.
+    ("COMPLETING", -3, "walltime"),
+    (None, 0, "walltime"),
+    ("COMPLETING", 120, "slurm"),
+    (None, 300, "slurm"),
+    (None, None, "slurm"),
+])
+def test_why_a_job_ended(state, left, reason):
+    assert slurm.end_reason(state, left) == reason
+    assert reason in slurm.END_REASONS
+
+
+def test_an_end_is_told_to_a_person():
+    from jupyter_hpc_manager.models import LastEnd
+
+    said = {r: LastEnd("1234", r, "2026-12-01T10:00:00Z", "TIMEOUT" if r == "walltime" else
+                       None).describe("gemini") for r in slurm.END_REASONS}
+    assert said["walltime"] == "gemini's job 1234 reached its time limit (TIMEOUT)"
+    assert said["stopped"] == "gemini's job 1234 was stopped from this server"
+    assert said["slurm"] == "gemini's job 1234 ended outside this server"
+    assert said["idle"] == "gemini's job 1234 was cancelled after being idle"
+    assert said["failed"] == "gemini's job 1234 failed"
