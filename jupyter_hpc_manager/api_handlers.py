@@ -120,6 +120,25 @@ class StopHandler(HPCAPIHandler):
         self.write_json(contract.stop_reply(await self.manager.stop(hpc, self.json_body())))
 
 
+class KeepHandler(HPCAPIHandler):
+    """The user keeps a running session that idle auto-cancel would end."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, hpc: str) -> None:
+        self.write_json(contract.keep_reply(await self.manager.keep(hpc)))
+
+
+class TimeHandler(HPCAPIHandler):
+    """A new time limit for a cluster's job, as SLURM lets its owner set it."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, hpc: str) -> None:
+        outcome = await self.manager.change_time(hpc, self.json_body())
+        self.write_json(contract.time_reply(outcome))
+
+
 class LoginHandler(HPCAPIHandler):
     """Start a login to a cluster that asks for a password or code, or answer its prompts.
     The body holds answers: it is never logged (errors name the field, not the value)."""
@@ -159,6 +178,8 @@ handlers: list[tuple[str, type[HPCAPIHandler]]] = [
     (r"api/hpc/switch/([^/]+)", SwitchHandler),
     (r"api/hpc/stop", StopHandler),
     (r"api/hpc/stop/([^/]+)", StopHandler),
+    (r"api/hpc/keep/([^/]+)", KeepHandler),
+    (r"api/hpc/time/([^/]+)", TimeHandler),
     (r"api/hpc/login/([^/]+)", LoginHandler),
     (r"api/hpc/logout/([^/]+)", LogoutHandler),
     (r"api/hpc/(.*)", NotFoundHandler),

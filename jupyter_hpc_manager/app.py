@@ -11,6 +11,7 @@ import tempfile
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 from traitlets import TraitError
 
 from .api_handlers import handlers as api_handlers
@@ -53,6 +54,7 @@ class HPCManagerApp(ExtensionApp):
         if ksm is not None:
             ksm.kernel_dirs.append(specs.kernels_dir)
         set_manager(self.manager)
+        IOLoop.current().add_callback(self.manager.start_idle_watch)
         # (self.settings: ExtensionApp copies them over the web app's settings after this
         # method, so a change made to web_app.settings here would be undone)
         if use_nodelay_websockets(self.settings):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import secrets
 from collections import Counter
@@ -32,6 +33,7 @@ from .errors import (
     HPCError,
     JobError,
     LockError,
+    NotAllowed,
     NotFoundError,
     SshError,
     TunnelError,
@@ -49,6 +51,7 @@ from .models import (
     Offer,
     Session,
     StopOutcome,
+    TimeOutcome,
     utcnow_iso,
 )
 from .scheduler import Scheduler, last_lines
@@ -88,6 +91,10 @@ class Cluster:
         self.session: Session | None = None
         self.detached: str | None = None  # a job the user stopped without cancelling it
         self.last_end: LastEnd | None = None  # how the last session followed here ended
+        # Idle auto-cancel: the running job the clock is for, and when it was last used (the
+        # manager's clock).
+        self._idle_job: str | None = None
+        self._last_input = 0.0
         self.generation = 0  # moves when a launch or stop begins and ends
         self.observation: Observation | None = None  # the newest one (see view())
         self._op_observation: Observation | None = None  # an operation's last word from SLURM
@@ -138,7 +145,15 @@ class Cluster:
         does not); ``hit``: what it answered (None: not yet), ``asking_for``: for how long the
         query has been running (0 where a launch or stop began meanwhile)."""
         view = self._view(hit, asking_for, asked)
-        return view if self.last_end is None else replace(view, last_end=self.last_end)
+        if self.last_end is not None:
+            view = replace(view, last_end=self.last_end)
+        timeout = self.settings.idle_cancel_seconds(self.config)
+        idle = self.idle_seconds()
+        if timeout is not None and idle is not None and view.status is JobState.RUNNING:
+            at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=max(0.0, timeout - idle))
+            view = replace(view, idle_seconds=idle,
+                           idle_cancel_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return view
 
     def _view(self, hit: CacheHit[Observation] | None, asking_for: float,
               asked: bool) -> ClusterView:
@@ -448,7 +463,7 @@ class Cluster:
             {"hpc": self.name, "jobId": session.job_id, "log": tail},
         )
 
-    async def stop(self, cancel: bool) -> StopOutcome:
+    async def stop(self, cancel: bool, reason: str = "stopped") -> StopOutcome:
         async with self.exclusive():
             session = self.session
             cancelled: list[str] | None = None
@@ -461,7 +476,7 @@ class Cluster:
                 if kept is None and self.observation is not None and self.observation.job:
                     kept = self.observation.job.job_id
                 self.detached = kept or self.detached
-            self._forget(LastEnd(session.job_id, "stopped", utcnow_iso())
+            self._forget(LastEnd(session.job_id, reason, utcnow_iso())
                          if cancel and session is not None else None)
             await self._changed()
         self.log.info("jupyter-hpc-manager: stopped %s%s", self.name,
@@ -508,6 +523,88 @@ class Cluster:
             session.ide.close()
             self.log.info("jupyter-hpc-manager: closed the connections to VS Code on %s (job %s)",
                           self.name, session.job_id)
+
+    # -- idle auto-cancel ----------------------------------------------------------------------
+    def idle_seconds(self) -> float | None:
+        """For how long nobody has used the running session (None: none runs). Its clock
+        starts when this server first sees it run."""
+        s = self.session
+        if s is None or not s.running:
+            return None
+        now = self._clock()
+        if self._idle_job != s.job_id:
+            self._idle_job, self._last_input = s.job_id, now
+        return max(0.0, now - self._last_input)
+
+    def note_input(self, ago: float = 0.0) -> None:
+        """A person used the running session (ago seconds ago): its idle clock starts again."""
+        if self.idle_seconds() is not None:
+            self._last_input = max(self._last_input, self._clock() - max(0.0, ago))
+
+    async def cancel_if_idle(self) -> bool:
+        """Cancel the running job if it has been idle for the cluster's idle_cancel_minutes
+        (through stop with cancelJob; lastEnd says idle). True if it was."""
+        timeout = self.settings.idle_cancel_seconds(self.config)
+        idle = self.idle_seconds()
+        if timeout is None or idle is None or idle < timeout or self.busy:
+            return False
+        job = self.session.job_id if self.session else "?"
+        self.log.warning("jupyter-hpc-manager: job %s on %s has been idle for %.0f minutes: "
+                         "cancelling it (idle_cancel_minutes)", job, self.name, idle / 60)
+        try:
+            await self.stop(cancel=True, reason="idle")
+        except HPCError as exc:
+            self.log.warning("jupyter-hpc-manager: the idle cancel of %s failed: %s", self.name,
+                             exc.message)
+            return False
+        return True
+
+    # -- the job's time limit -------------------------------------------------------------------
+    async def change_time(self, new_time: Any) -> TimeOutcome:
+        """Set the held job's TimeLimit as SLURM lets its owner (validation.check_time_change);
+        a raise of a running job goes to the site's extend_command where there is one."""
+        async with self.exclusive():
+            session = self.session
+            if session is None:
+                raise NotFoundError(f"No session on {self.name}", {"hpc": self.name})
+            jobs = await self._ask_in_operation()
+            job = _find(jobs, session.job_id)
+            if job is None or job.state is JobState.IDLE:
+                raise NotFoundError(f"Job {session.job_id} on {self.name} is no longer in the "
+                                    "queue", {"hpc": self.name, "jobId": session.job_id})
+            partition = None
+            if job.state is JobState.PENDING and job.partition:
+                try:  # (MaxTime; without it SLURM's own refusal is the answer)
+                    offer = (await self.offers()).value
+                    partition = next((p for p in offer.partitions or []
+                                      if p.name == job.partition), None)
+                except HPCError:
+                    pass
+            elapsed = max(0, (job.time_limit_seconds or 0) - (job.time_left_seconds or 0)) \
+                if job.state is JobState.RUNNING else 0
+            try:
+                text, _, change = validation.check_time_change(
+                    new_time, job.state, job.time_limit_seconds, elapsed, partition, self.name)
+            except NotAllowed as exc:
+                command = self.settings.extend_command
+                if not command:
+                    raise NotAllowed(f"{exc.message} (job {job.job_id})",
+                                     {"hpc": self.name, "jobId": job.job_id}) from None
+                text = validation.parse_time(new_time)
+                await self.scheduler.extend(command, job.job_id, text)
+                change = "extended"
+            else:
+                if change != "same":
+                    await self.scheduler.set_time_limit(job.job_id, text)
+            jobs = await self._ask_in_operation()
+            now = _find(jobs, session.job_id)
+            if now is not None and now.state is not JobState.IDLE:
+                session.follow(now, utcnow_iso(), self._clock())
+                text = session.walltime
+            await self._changed()
+        self.log.info("jupyter-hpc-manager: time limit of job %s on %s: %s (%s)",
+                      session.job_id, self.name, text, change)
+        return TimeOutcome(self.name, session.job_id, text, change)
 
     def _end_of(self, session: Session, job: SqueueJob | None) -> LastEnd:
         """How session's job ended, from what squeue says of it now (None: gone) or last said."""

@@ -129,6 +129,11 @@ class ClusterConfig(HasTraits):
         "killed), waiting for this server to connect or log in again and take the kernel "
         "back; then the step is cancelled. 0: the step ends with its connection. A server "
         "that stops normally shuts its kernels down at once.")
+    idle_cancel_minutes = Float(
+        None, allow_none=True,
+        help="This cluster's idle auto-cancel, in minutes (overrides "
+        "HPCManager.idle_cancel_minutes; 0: off here; unset: the server's setting).")
+    scontrol = Unicode("scontrol", help="scontrol command on the login node (time changes).")
     threads = Int(
         4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
         "commands, opening channels): a hung login node or a login waiting for a code uses "
@@ -161,6 +166,13 @@ class ClusterConfig(HasTraits):
         if value < 1:
             raise TraitError(f"{proposal['trait'].name} {value!r} must be 1 or more")
         return int(value)
+
+    @validate("idle_cancel_minutes")
+    def _check_idle(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and value < 0:
+            raise TraitError(f"idle_cancel_minutes {value!r} must be 0 or more")
+        return value
 
     @validate("kernel_reconnect_seconds")
     def _check_not_negative(self, proposal: Any) -> int:
@@ -332,6 +344,25 @@ class HPCManager(LoggingConfigurable):
         help="Seconds a login to a cluster that asks for a password or one-time code waits for "
              "the user's answers before it is given up (OpenSSH's own LoginGraceTime is 120 s).",
     )
+    idle_cancel_minutes = Float(
+        0.0, config=True,
+        help="Cancel a running job that nobody has used for this many minutes, so that it gives "
+        "its allocation back: no input in its VS Code (typing, clicks, requests; not the "
+        "editor's own keep-alives and pings), no notebook kernel of it busy, no Keep from the "
+        "panel; the panel's polling never counts. 0 (the default): never. A cluster's own "
+        "idle_cancel_minutes overrides it.",
+    )
+    idle_warning_minutes = Float(
+        5.0, config=True,
+        help="How many minutes before an idle cancel the panel warns (with a Keep it button).",
+    )
+    extend_command = Unicode(
+        "", config=True,
+        help="Where a site lets users raise a running job's time limit through a tool of its "
+        "own (SLURM lets only operators do it): that command, run on the login node with two "
+        "more argv items, the job id and the new limit (HH:MM:SS or D-HH:MM:SS). Empty: such a "
+        "raise is refused with 403, saying so.",
+    )
     cancel_jobs_on_shutdown = Bool(
         False, config=True,
         help="Cancel the jobs of this server's sessions when the server stops (for example when "
@@ -419,6 +450,18 @@ class HPCManager(LoggingConfigurable):
         if proposal["value"] <= 0:
             raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be above 0")
         return float(proposal["value"])
+
+    @validate("idle_cancel_minutes", "idle_warning_minutes")
+    def _check_minutes(self, proposal: Any) -> float:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} {proposal['value']!r} must be 0 or more")
+        return float(proposal["value"])
+
+    def idle_cancel_seconds(self, cluster: ClusterConfig) -> float | None:
+        """The idle auto-cancel of cluster, in seconds; None: off."""
+        own: float | None = cluster.idle_cancel_minutes
+        minutes = float(self.idle_cancel_minutes if own is None else own)
+        return minutes * 60.0 if minutes > 0 else None
 
     def check(self) -> None:
         """Cross-setting checks, run once at start-up after every trait is loaded."""

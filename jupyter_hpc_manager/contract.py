@@ -16,6 +16,7 @@ from .models import (
     Offer,
     Session,
     StopOutcome,
+    TimeOutcome,
     utcnow_iso,
 )
 from .slurm import JobState, SqueueJob
@@ -60,8 +61,16 @@ def cluster_entry(view: ClusterView) -> dict[str, Any]:
     if view.url is not None:
         entry["url"] = view.url
     _kernels(entry, view)
+    _idle(entry, view)
     _last_end(entry, view)
     return entry
+
+
+def _idle(entry: dict[str, Any], view: ClusterView) -> None:
+    """Idle auto-cancel (additive, where it is on and a session runs)."""
+    if view.idle_seconds is not None:
+        entry["idleSeconds"] = int(view.idle_seconds)
+        entry["idleCancelAt"] = view.idle_cancel_at
 
 
 def _last_end(entry: dict[str, Any], view: ClusterView) -> None:
@@ -130,6 +139,7 @@ def session_entry(view: ClusterView) -> dict[str, Any]:
     if view.url is not None:
         entry["url"] = view.url
     _kernels(entry, view)
+    _idle(entry, view)
     _last_end(entry, view)
     return entry
 
@@ -176,6 +186,7 @@ def status(board: Board, config: HPCManager) -> dict[str, Any]:
             "defaultMem": config.default_mem,
             "defaultTime": config.default_time,
             "maxCpus": config.max_cpus,
+            "idleWarningMinutes": config.idle_warning_minutes,
             "clusters": list(config.clusters),
             "clusterOptions": {
                 name: cluster_options(config.clusters[name], offer, asking)
@@ -248,6 +259,18 @@ def launch_check(check: LaunchCheck) -> dict[str, Any]:
 
 def switch_reply(hpc: str) -> dict[str, Any]:
     return {"status": "switched", "hpc": hpc}
+
+
+def keep_reply(view: ClusterView) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": "kept", "hpc": view.name}
+    _idle(reply, view)
+    return reply
+
+
+def time_reply(outcome: TimeOutcome) -> dict[str, Any]:
+    return {"status": "updated" if outcome.change != "extended" else "extended",
+            "hpc": outcome.hpc, "jobId": outcome.job_id, "timeLimit": outcome.time_limit,
+            "change": outcome.change}
 
 
 def stop_reply(outcome: StopOutcome) -> dict[str, Any]:

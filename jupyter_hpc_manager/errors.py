@@ -3,6 +3,8 @@ its ``type`` in the error body: the class name, or the contract's own word where
 
     HPCError (500)                  base; never raised itself
     ├── ValidationError (400)       bad user input or configuration value
+    ├── NotAllowed (403)            SLURM lets only an operator do that (raise a running
+    │                               job's time limit)
     ├── NotFoundError (404)         unknown cluster, no session, no such resource
     ├── LockError (429)             a launch or stop already runs on that cluster
     ├── JobError (500)              SLURM refused or lost the job (carries SLURM's message)
@@ -45,6 +47,10 @@ class HPCError(Exception):
 
 class ValidationError(HPCError):
     status_code = 400
+
+
+class NotAllowed(HPCError):
+    status_code = 403
 
 
 class NotFoundError(HPCError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -105,6 +106,24 @@ async def shutdown_job_kernels(kernel_manager: Any, log: logging.Logger) -> None
     for kid, result in zip(ids, results, strict=True):
         if isinstance(result, BaseException):
             log.warning("jupyter-hpc-manager: kernel %s did not shut down: %s", kid, result)
+
+
+def kernel_activity(hpc: str, job: str) -> float | None:
+    """How many seconds ago a kernel of hpc's job was last in use, as the Jupyter server saw
+    it: 0 while one is busy, else since its last iopub message (output, idle; an idle kernel
+    says nothing); None: no kernel."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    best: float | None = None
+    for p in list(_provisioners):
+        if p.hpc != hpc or p.job_id != job or p._gone is not None:
+            continue
+        if getattr(p.parent, "execution_state", None) == "busy":
+            return 0.0  # computing (a long cell says nothing until it is done)
+        last = getattr(p.parent, "last_activity", None)
+        if last is not None:
+            ago = max(0.0, (now - last).total_seconds())
+            best = ago if best is None else min(best, ago)
+    return best
 
 
 def set_manager(manager: SessionManager | None) -> None:
@@ -439,12 +458,18 @@ class PortBridge:
 
     async def _pump(self, name: str, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._relay(name, reader, writer)
+        finally:
+            writer.close()  # (also when cancelled: the bridge closes, the server stops)
+
+    async def _relay(self, name: str, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tunnel = self._tunnels.get(name)
         if tunnel is None:
-            writer.close()
             return
         if name != "iopub_port":
             await self._iopub_settled()
@@ -454,7 +479,6 @@ class PortBridge:
             # (zmq connects again at once, every 0.1 s: held a moment, not a channel-open
             # round trip per 0.1 s and port while the kernel is down or restarting)
             await asyncio.sleep(REFUSED_HOLD)
-            writer.close()
             return
         if name == "iopub_port":
             self._iopub_open += 1
@@ -484,7 +508,6 @@ class PortBridge:
                     self._iopub_up.clear()
                     self._rejoining = True
             conn.close()
-            writer.close()
 
     def close(self) -> None:
         for server in self._servers:
@@ -691,9 +714,11 @@ class JobKernelProvisioner(KernelProvisionerBase):
             if hasattr(km, "reason"):  # (jupyter_server's kernel manager)
                 km.reason = self._gone
                 km.execution_state = "dead"
+        # (not 1000: JupyterLab takes a normal close for good and would not look again; on
+        # any other code it reconnects, is refused, reads the model and shows the reason)
         for ws in list(_websockets.get(self.kernel_id or "", ())):
             with contextlib.suppress(Exception):
-                ws.websocket_handler.close(1000, "the kernel's job has ended")
+                ws.websocket_handler.close(4410, "the kernel is dead")
 
     async def _ask_verdict(self, step: KernelStep) -> None:
         """Ask the cluster (its one state) whether the job of step, which has ended, has

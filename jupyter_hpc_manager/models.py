@@ -177,6 +177,10 @@ class ClusterView:
     # The running job's notebook kernels: (kernelspec name, display name) (kernels.py)
     kernels: tuple[tuple[str, str], ...] = ()
     last_end: LastEnd | None = None  # how the last session followed here ended
+    # Idle auto-cancel (on for the cluster, a session running): for how long nobody has used
+    # it, and when it will be cancelled (ISO).
+    idle_seconds: float | None = None
+    idle_cancel_at: str | None = None
 
 
 # -- the outcomes of what a user asks --------------------------------------------------------------
@@ -195,6 +199,14 @@ class LaunchOutcome:
 class LaunchCheck:
     hpc: str
     request: slurm.JobRequest
+
+
+@dataclass(frozen=True)
+class TimeOutcome:
+    hpc: str
+    job_id: str
+    time_limit: str  # as SLURM now says it (HH:MM:SS or D-HH:MM:SS)
+    change: str  # "lower", "raise", "same", or "extended" (the site's extend_command)
 
 
 @dataclass(frozen=True)

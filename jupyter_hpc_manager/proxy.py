@@ -28,6 +28,7 @@ from .base import HPCHandlerMixin
 from .errors import HPCError, IDETimeout, NotFoundError, TunnelError
 from .ide import IDE, SESSION_COOKIE, TUNNEL_DOMAIN
 from .upstream import ChannelConnection, Response
+from .wsinput import InputMeter
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -203,6 +204,7 @@ class IDEProxyHandler(HPCHandlerMixin):
         hpc, path = self._split(args)
         try:
             ide = await self.manager.ide(hpc)
+            self.manager.note_input(ide.hpc)  # (a request of the workbench: its user's)
             for attempt in (1, 2):
                 stale = ide.cookie
                 retry = await self._fetch(ide, path, replayable=self._body is None
@@ -328,7 +330,18 @@ class IDEProxyHandler(HPCHandlerMixin):
         stream.set_nodelay(True)
         conn = response.take_connection()
         ide.watch(conn)
-        relay = asyncio.ensure_future(_relay(stream, conn, lambda: touch(self.settings)))
+        # What the browser sends, read for input (VS Code's keep-alives, acks and pings are
+        # not: a tab left open must not keep an idle job, see wsinput.py).
+        meter = InputMeter(response.headers.get("Sec-WebSocket-Extensions"))
+        manager, hpc_name = self.manager, ide.hpc
+
+        def used(chunk: bytes) -> None:
+            if meter.feed(chunk):
+                manager.log.debug("jupyter-hpc-manager: input to %s's IDE: %s", hpc_name,
+                                  meter.last)
+                manager.note_input(hpc_name)
+
+        relay = asyncio.ensure_future(_relay(stream, conn, lambda: touch(self.settings), used))
         _relays.add(relay)
         relay.add_done_callback(_relays.discard)
 
@@ -356,16 +369,19 @@ def touch(settings: dict[str, Any]) -> None:
         settings[ACTIVITY_KEY] = utcnow()
 
 
-async def _relay(stream: IOStream, conn: ChannelConnection,
-                 activity: Callable[[], None]) -> None:
+async def _relay(stream: IOStream, conn: ChannelConnection, activity: Callable[[], None],
+                 sent: Callable[[bytes], None] | None = None) -> None:
     """Bytes both ways between the browser and the IDE until either side closes; each side
     waits for the other to take what it was given (back-pressure)."""
 
     async def browser_to_ide() -> None:
         try:
             while True:
-                await conn.send(await stream.read_bytes(RELAY_READ, partial=True))
+                chunk = await stream.read_bytes(RELAY_READ, partial=True)
+                await conn.send(chunk)
                 activity()
+                if sent is not None:
+                    sent(chunk)
         except (StreamClosedError, OSError):
             pass
         finally:

@@ -202,6 +202,24 @@ class Scheduler:
             raise JobError(f"scancel on {self.name} failed: {last_lines(result.stderr)}",
                            {"hpc": self.name, "jobIds": ids})
 
+    async def set_time_limit(self, job_id: str, limit: str) -> None:
+        """scontrol update JobId=<job> TimeLimit=<limit> (each one argv item)."""
+        result = await self.node.run("scontrol", shlex.join(
+            [self.config.scontrol, "update", f"JobId={job_id}", f"TimeLimit={limit}"]))
+        if result.exit_status != 0:
+            raise JobError(f"scontrol on {self.name} refused the time limit {limit}: "
+                           f"{last_lines(result.stderr or result.stdout)}",
+                           {"hpc": self.name, "jobId": job_id})
+
+    async def extend(self, command: str, job_id: str, limit: str) -> None:
+        """The site's extend_command with the job id and the new limit as two argv items."""
+        result = await self.node.run("extend", " ".join(
+            [command, shlex.quote(job_id), shlex.quote(limit)]))
+        if result.exit_status != 0:
+            raise JobError(f"The site's extend command on {self.name} refused: "
+                           f"{last_lines(result.stderr or result.stdout)}",
+                           {"hpc": self.name, "jobId": job_id})
+
     async def read_connection(self, job_id: str) -> Connection | None:
         """Where the job's IDE listens and its password (None: not written yet)."""
         result = await self.node.run("cat", slurm.read_connection_command(job_id))

@@ -21,7 +21,7 @@ from .cluster import Cluster, Services
 from .config import HPCManager
 from .errors import HPCError, NotFoundError, StateError, ValidationError
 from .ide import IDE
-from .kernels import KernelSpecs
+from .kernels import KernelSpecs, kernel_activity
 from .models import (
     Board,
     ClusterView,
@@ -31,6 +31,7 @@ from .models import (
     LoginPrompt,
     Session,
     StopOutcome,
+    TimeOutcome,
 )
 from .slurm import JobRequest
 from .ssh import SSHConnection, SSHSettings
@@ -38,6 +39,7 @@ from .state import StateStore
 
 T = TypeVar("T")
 KERNELS_WAIT = 5.0  # seconds a launch waits for the job's kernels to be known
+IDLE_CHECK = 30.0  # seconds between looks for idle sessions (less for short idle timeouts)
 
 
 class SessionManager:
@@ -58,6 +60,7 @@ class SessionManager:
         # The kernelspecs of running jobs (kernels.py; set by the extension, which owns the
         # server's KernelSpecManager).
         self.kernel_specs: KernelSpecs | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         ssh_settings = SSHSettings(
             connect_timeout=config.ssh_timeout,
             command_timeout=config.command_timeout,
@@ -148,6 +151,8 @@ class SessionManager:
         from what it last said (a held session as last known, stale) and its query goes on:
         one hung login node holds up neither the others nor the next calls (which join its
         query and do not wait for it again)."""
+        for cluster in self.clusters.values():
+            self._note_kernels(cluster)
         views = await asyncio.gather(*(self._view(c, refresh) for c in self.clusters.values()))
         for cluster in self.clusters.values():
             self._sync_kernels(cluster)  # (a session restored from the record, too)
@@ -176,6 +181,8 @@ class SessionManager:
         """The sessions this server holds and what each cluster offers a launch, from memory:
         nothing here waits for a cluster. Partitions not known yet are asked for in the
         background (partitionsPending) and come with a later call."""
+        for cluster in self.clusters.values():
+            self._note_kernels(cluster)
         views = [c.view() for c in self.clusters.values()]
         offers = {c.name: c.offer_now(refresh) for c in self.clusters.values()}
         for cluster in self.clusters.values():
@@ -262,6 +269,60 @@ class SessionManager:
         finally:
             self._sync_kernels(cluster)
 
+    def note_input(self, hpc: str) -> None:
+        """A person used hpc's IDE (the proxy saw a request or input on a websocket)."""
+        cluster = self.clusters.get(hpc)
+        if cluster is not None:
+            cluster.note_input()
+
+    async def keep(self, hpc: Any) -> ClusterView:
+        """The user keeps the running session: its idle clock starts again."""
+        cluster = self._cluster(hpc)
+        cluster.node.need_login()
+        if cluster.idle_seconds() is None:
+            raise NotFoundError(f"No running session on {cluster.name}", {"hpc": cluster.name})
+        cluster.note_input()
+        self.log.info("jupyter-hpc-manager: %s kept (its idle clock starts again)",
+                      cluster.name)
+        return cluster.view()
+
+    async def change_time(self, hpc: Any, body: dict[str, Any]) -> TimeOutcome:
+        cluster = self._cluster(hpc)
+        if "time" not in body:
+            raise ValidationError("Missing time: give the new limit as HH:MM:SS or "
+                                  "D-HH:MM:SS", {"field": "time"})
+        return await cluster.change_time(body["time"])
+
+    # -- idle auto-cancel ----------------------------------------------------------------------
+    def start_idle_watch(self) -> None:
+        """Check the running sessions for idleness, in the background, while any cluster has
+        idle auto-cancel on."""
+        if self._idle_task is None and any(
+                self.config.idle_cancel_seconds(c.config) for c in self.clusters.values()):
+            self._idle_task = asyncio.ensure_future(self._idle_watch())
+
+    async def _idle_watch(self) -> None:
+        timeouts = [t for c in self.clusters.values()
+                    if (t := self.config.idle_cancel_seconds(c.config)) is not None]
+        every = min(IDLE_CHECK, min(timeouts) / 6)
+        while True:
+            await asyncio.sleep(every)
+            for cluster in self.clusters.values():
+                self._note_kernels(cluster)
+                try:
+                    if await cluster.cancel_if_idle():
+                        self._sync_kernels(cluster)
+                except Exception:  # (the watch goes on for the others)
+                    self.log.exception("jupyter-hpc-manager: idle check of %s", cluster.name)
+
+    def _note_kernels(self, cluster: Cluster) -> None:
+        """A notebook kernel of the running job that was busy is use of the session."""
+        s = cluster.session
+        if s is not None and s.running:
+            ago = kernel_activity(cluster.name, s.job_id)
+            if ago is not None:
+                cluster.note_input(ago)
+
     async def login(self, hpc: Any, body: dict[str, Any]) -> LoginPrompt | LoginDone:
         return await self._cluster(hpc).login(body)
 
@@ -281,6 +342,8 @@ class SessionManager:
         return await cluster.ide()
 
     async def aclose(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         cancel = self.config.cancel_jobs_on_shutdown
         await asyncio.gather(*(c.aclose(cancel) for c in self.clusters.values()))
         self.executor.shutdown(wait=False, cancel_futures=True)

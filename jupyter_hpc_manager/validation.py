@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from . import slurm
-from .errors import ValidationError
+from .errors import NotAllowed, ValidationError
 from .slurm import JobRequest, Partition
 
 # The fields of a launch besides the cluster; a preset may set any of them.
@@ -182,3 +182,39 @@ def check_partition(request: JobRequest, partitions: list[Partition],
             raise ValidationError(f"gpus {request.gpus} exceeds partition {part.name}'s {have} "
                                   "GPUs per node", {"field": "gpus"})
     return part
+
+
+def check_time_change(new_time: Any, state: slurm.JobState, limit_seconds: int | None,
+                      elapsed_seconds: int, partition: Partition | None,
+                      hpc: str) -> tuple[str, int, str]:
+    """A change of a job's TimeLimit against what SLURM lets its owner do: lower it at any
+    time (above what the job has used: lowering it below ends the job, which is what Stop is
+    for), raise it only while the job pends and up to its partition's MaxTime. Returns (the
+    limit as sbatch writes it, its seconds, "lower" or "raise"); ValidationError (400) for a
+    bad value, NotAllowed (403) for a raise of a running job."""
+    text = parse_time(new_time)
+    seconds = slurm.parse_duration(text)
+    assert seconds is not None  # (parse_time accepted it)
+    if limit_seconds is not None and seconds == limit_seconds:
+        return text, seconds, "same"
+    if limit_seconds is None or seconds > limit_seconds:
+        if state is not slurm.JobState.PENDING:
+            raise NotAllowed(
+                f"SLURM lets only an operator raise the time limit of a running job: ask your "
+                f"site's support to extend job on {hpc}, or give time back instead",
+                {"field": "time"})
+        if partition is not None and partition.max_time_seconds is not None and \
+                seconds > partition.max_time_seconds:
+            raise ValidationError(
+                f"time {text} exceeds partition {partition.name}'s MaxTime "
+                f"{slurm.format_duration(partition.max_time_seconds)}", {"field": "time"})
+        return text, seconds, "raise"
+    if seconds <= elapsed_seconds + MIN_LEFT:
+        raise ValidationError(
+            f"time {text} is not more than the {slurm.format_duration(elapsed_seconds)} the job "
+            f"has run (plus {MIN_LEFT // 60} minute): to end the job, stop it",
+            {"field": "time"})
+    return text, seconds, "lower"
+
+
+MIN_LEFT = 60  # seconds a lowered time limit leaves the job at least

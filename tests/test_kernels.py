@@ -132,8 +132,10 @@ class Kernel:
             except websocket.WebSocketTimeoutException:
                 continue
             except websocket.WebSocketConnectionClosedException:
+                self.ws.shutdown()
                 return states
             if not text:  # (the close frame)
+                self.ws.shutdown()
                 return states
             msg = json.loads(text)
             if msg["header"]["msg_type"] == "status":
@@ -155,6 +157,7 @@ class Kernel:
 
     def close(self) -> None:
         self.ws.close()
+        self.ws.shutdown()  # (the socket too, also when the server closed first)
 
 
 def launch(server: Server) -> dict:

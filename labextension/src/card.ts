@@ -1,6 +1,6 @@
 import { el } from './dom';
 import { LaunchForm } from './form';
-import { formatDuration, formatEstimate, formatMemory } from './format';
+import { describeEnd, formatDuration, formatEstimate, formatMemory } from './format';
 import { HPCModel, IClusterState, Progress, secondsLeft } from './model';
 import { ITrans } from './tokens';
 
@@ -22,9 +22,10 @@ export interface ICardActions {
   login(hpc: string): void;
   logout(hpc: string): void;
   openVSCode(hpc: string): void;
+  changeTime(hpc: string): void;
 }
 
-type ButtonName = 'login' | 'open' | 'switch' | 'connect' | 'stop' | 'launch' | 'logout';
+type ButtonName = 'login' | 'open' | 'switch' | 'connect' | 'stop' | 'launch' | 'logout' | 'time';
 
 /** A pending job's reason: the server's words for it, else SLURM's code. */
 export function explainReason(entry: { reason?: string | null; reasonText?: string | null }) {
@@ -74,6 +75,7 @@ export class ClusterCard {
     add('switch', trans.__('Switch'), 'jp-HPCPanel-switch', () => a.switchTo(hpc));
     add('connect', trans.__('Connect'), 'jp-mod-accept jp-HPCPanel-connect', () => a.launch(hpc));
     add('launch', trans.__('Launch'), 'jp-mod-accept jp-HPCPanel-launch', () => a.launch(hpc));
+    add('time', trans.__('Give back time'), 'jp-HPCPanel-time', () => a.changeTime(hpc));
     add('stop', trans.__('Stop'), 'jp-mod-warn jp-HPCPanel-stop', () => a.stop(hpc));
     add('logout', trans.__('Log out'), 'jp-HPCPanel-logout', () => a.logout(hpc));
     this._buttons.get('logout')!.title = trans.__(
@@ -128,9 +130,15 @@ export class ClusterCard {
       switch: !login && running && !!entry?.url && this._model.activeHpc !== this.hpc,
       connect: !login && running && !entry?.url,
       stop: !login && (running || entry?.status === 'pending'),
+      time: !login && (running || entry?.status === 'pending'),
       launch: !login && showForm,
       logout: entry?.login === 'connected'
     };
+    // A running job's limit can only go down (SLURM); a pending one's either way.
+    setText(
+      this._buttons.get('time')!,
+      running ? trans.__('Give back time') : trans.__('Change time')
+    );
     for (const [name, button] of this._buttons) {
       button.hidden = !visible[name];
       button.disabled = s.busy || (name === 'launch' && this._problem !== null);
@@ -241,6 +249,18 @@ export class ClusterCard {
           left !== null ? formatDuration(left) : entry.timeLeft,
           'jp-HPCPanel-timeLeft'
         ]);
+        if (entry.idleSeconds !== undefined && entry.idleCancelAt) {
+          // Idle auto-cancel: unused for how long, and when the job goes if it stays so.
+          const at = new Date(Date.parse(entry.idleCancelAt)).toLocaleTimeString([], {
+            hour: '2-digit',
+            minute: '2-digit'
+          });
+          facts.push([
+            trans.__('Idle'),
+            trans.__('%1 (cancelled at %2 if unused)', formatDuration(entry.idleSeconds), at),
+            'jp-HPCPanel-idle'
+          ]);
+        }
       } else {
         facts.push(
           [trans.__('Time limit'), entry.timeLimit, ''],
@@ -254,6 +274,13 @@ export class ClusterCard {
           ]);
         }
       }
+    }
+    if (entry?.status === 'idle' && entry.lastEnd) {
+      facts.push([
+        trans.__('Last job'),
+        describeEnd(entry.lastEnd, this.hpc, trans),
+        'jp-HPCPanel-lastEnd'
+      ]);
     }
     const shown = facts.filter(([, v]) => !!v) as [string, string, string][];
     // The countdowns change every second (tick): the list is made anew only when its rows do.

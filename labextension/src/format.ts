@@ -1,4 +1,20 @@
-import { IPartition, ITrans, plainTrans } from './tokens';
+import { ILastEnd, IPartition, ITrans, plainTrans } from './tokens';
+
+/** How a cluster's last session ended, for a person. */
+export function describeEnd(end: ILastEnd, hpc: string, trans: ITrans = plainTrans): string {
+  switch (end.reason) {
+    case 'idle':
+      return trans.__("%1's job %2 was cancelled: nobody had used it for a while.", hpc, end.jobId);
+    case 'walltime':
+      return trans.__("%1's job %2 reached its time limit.", hpc, end.jobId);
+    case 'stopped':
+      return trans.__("%1's job %2 was stopped from here.", hpc, end.jobId);
+    case 'failed':
+      return trans.__("%1's job %2 failed.", hpc, end.jobId);
+    default:
+      return trans.__("%1's job %2 ended outside this server (cancelled or done).", hpc, end.jobId);
+  }
+}
 
 /** HH:MM:SS (D-HH:MM:SS from a day on), as the server writes it. */
 export function formatDuration(seconds: number): string {

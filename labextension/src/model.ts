@@ -9,6 +9,8 @@ import {
   IClusterStatus,
   ILaunchReply,
   ISettings,
+  ITimeReply,
+  EndReason,
   IStatus,
   IStatusConfig,
   LaunchValues,
@@ -29,6 +31,14 @@ export interface IClusterState {
   readonly progress: Progress | null;
   /** A launch, stop or login of this sidebar is under way. */
   readonly busy: boolean;
+}
+
+/** A running job that idle auto-cancel will end soon. */
+export interface IIdleWarning {
+  hpc: string;
+  jobId: string;
+  idleMinutes: number;
+  cancelInMinutes: number;
 }
 
 /** What changed: one cluster's state, or (null) the configuration or the active cluster. */
@@ -65,9 +75,15 @@ export class HPCModel implements IDisposable {
     return this._changed;
   }
 
-  /** A running session ended without this sidebar stopping it (the job ended in SLURM). */
-  get ended(): ISignal<this, { hpc: string; jobId: string }> {
+  /** A running session ended without this sidebar stopping it, and why (when known). */
+  get ended(): ISignal<this, { hpc: string; jobId: string; reason: EndReason | null }> {
     return this._ended;
+  }
+
+  /** A running job nobody uses will be cancelled soon (idle auto-cancel): once per job until
+   * it is kept or used again. */
+  get idleWarning(): ISignal<this, IIdleWarning> {
+    return this._idleWarning;
   }
 
   /** A launch ran: what it asked for ("same as last time" from now on). */
@@ -199,6 +215,25 @@ export class HPCModel implements IDisposable {
     }
   }
 
+  /** Keep hpc's running session (its idle clock starts again). */
+  async keep(hpc: string): Promise<void> {
+    await this._request(`keep/${encodeURIComponent(hpc)}`, post({}));
+    this._warned.delete(hpc);
+    await this.refresh().catch(() => undefined);
+  }
+
+  /** A new time limit for hpc's job (HH:MM:SS or D-HH:MM:SS); the server's error is thrown. */
+  async changeTime(hpc: string, time: string): Promise<ITimeReply> {
+    this._update(hpc, { busy: true });
+    this._fence();
+    try {
+      return await this._request<ITimeReply>(`time/${encodeURIComponent(hpc)}`, post({ time }));
+    } finally {
+      this._update(hpc, { busy: false });
+      await this._settle();
+    }
+  }
+
   async switchTo(hpc: string): Promise<void> {
     await this._request(`switch/${encodeURIComponent(hpc)}`, post({}));
     this._active = hpc;
@@ -303,8 +338,14 @@ export class HPCModel implements IDisposable {
         !before.busy &&
         before.entry.jobId
       ) {
-        this._ended.emit({ hpc, jobId: before.entry.jobId });
+        const end = entry.lastEnd;
+        this._ended.emit({
+          hpc,
+          jobId: before.entry.jobId,
+          reason: end && end.jobId === before.entry.jobId ? end.reason : null
+        });
       }
+      this._checkIdle(hpc, entry, now);
       let progress = before.progress;
       if (before.busy && (progress === 'submitted' || progress === 'pending')) {
         // A launch under way: its steps follow the job.
@@ -324,6 +365,28 @@ export class HPCModel implements IDisposable {
         progress = null; // a launch that answered "pending" has run since
       }
       this._update(hpc, { entry, fetchedAt: now, progress });
+    }
+  }
+
+  /** Warn once when a running job's idle cancel comes within idleWarningMinutes. */
+  private _checkIdle(hpc: string, entry: IClusterEntry, now: number): void {
+    const at = entry.idleCancelAt ? Date.parse(entry.idleCancelAt) : NaN;
+    if (entry.status !== 'running' || Number.isNaN(at) || !entry.jobId) {
+      this._warned.delete(hpc);
+      return;
+    }
+    const warning = (this._config?.idleWarningMinutes ?? 5) * 60_000;
+    const left = at - now;
+    if (left > warning) {
+      this._warned.delete(hpc); // used again since
+    } else if (this._warned.get(hpc) !== entry.jobId) {
+      this._warned.set(hpc, entry.jobId);
+      this._idleWarning.emit({
+        hpc,
+        jobId: entry.jobId,
+        idleMinutes: Math.round((entry.idleSeconds ?? 0) / 60),
+        cancelInMinutes: Math.max(0, Math.ceil(left / 60_000))
+      });
     }
   }
 
@@ -403,7 +466,9 @@ export class HPCModel implements IDisposable {
   private _following = false;
   private _disposed = false;
   private _changed = new Signal<this, Change>(this);
-  private _ended = new Signal<this, { hpc: string; jobId: string }>(this);
+  private _ended = new Signal<this, { hpc: string; jobId: string; reason: EndReason | null }>(this);
+  private _idleWarning = new Signal<this, IIdleWarning>(this);
+  private _warned = new Map<string, string>(); // hpc -> the job warned about
   private _launched = new Signal<this, { hpc: string; values: LaunchValues }>(this);
 }
 

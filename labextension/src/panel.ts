@@ -4,6 +4,7 @@ import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { ClusterCard, ICardActions, explainReason } from './card';
+import { describeEnd } from './format';
 import { el } from './dom';
 import { logIn } from './login';
 import { Change, HPCModel, SlurmTrouble, secondsLeft } from './model';
@@ -48,10 +49,40 @@ export class HPCPanel extends Widget implements ICardActions {
     this._list = el('div', 'jp-HPCPanel-list');
     this.node.append(header, this._status, this._list);
     model.changed.connect(this._onChanged, this);
-    model.ended.connect((_, { hpc, jobId }) => {
-      Notification.info(trans.__('The VS Code session on %1 has ended (job %2).', hpc, jobId), {
-        autoClose: false
-      });
+    model.ended.connect((_, { hpc, jobId, reason }) => {
+      Notification.info(
+        reason
+          ? describeEnd({ jobId, reason, at: '' }, hpc, trans)
+          : trans.__('The VS Code session on %1 has ended (job %2).', hpc, jobId),
+        { autoClose: false }
+      );
+    }, this);
+    model.idleWarning.connect((_, w) => {
+      Notification.warning(
+        trans.__(
+          "%1's job %2 has been idle for %3 minutes and will be cancelled in %4.",
+          w.hpc,
+          w.jobId,
+          w.idleMinutes,
+          w.cancelInMinutes
+        ),
+        {
+          autoClose: false,
+          actions: [
+            {
+              label: trans.__('Keep it'),
+              caption: trans.__('Keep the job running (its idle clock starts again)'),
+              callback: () => {
+                this.model.keep(w.hpc).catch(error => {
+                  Notification.error(trans.__('Keep %1: %2', w.hpc, message(error)), {
+                    autoClose: 8000
+                  });
+                });
+              }
+            }
+          ]
+        }
+      );
     }, this);
     model.poll.ticked.connect((_, state) => {
       if (state.phase === 'rejected' && !(state.payload instanceof SlurmTrouble)) {
@@ -174,6 +205,62 @@ export class HPCPanel extends Widget implements ICardActions {
       );
     } catch (error) {
       Notification.error(trans.__('Stop on %1 failed: %2', hpc, message(error)), {
+        autoClose: false
+      });
+    }
+  }
+
+  /** Ask for the job's new time limit, then set it (as SLURM allows: see the server). */
+  changeTime(hpc: string): void {
+    void this.changeTimeNow(hpc);
+  }
+
+  async changeTimeNow(hpc: string): Promise<void> {
+    const trans = this._trans;
+    const entry = this.model.state(hpc).entry;
+    if (!entry?.jobId) {
+      return;
+    }
+    const running = entry.status === 'running';
+    const body = el('div', 'jp-HPCPanel-timeDialog');
+    const text = el(
+      'p',
+      '',
+      running
+        ? trans.__(
+            'A shorter time limit gives the rest of the allocation back (SLURM lets only an operator make a running job longer).'
+          )
+        : trans.__(
+            "The job waits in the queue: its time limit can go up (to its partition's maximum) or down."
+          )
+    );
+    const label = el('label', '', trans.__('New time limit (HH:MM:SS or D-HH:MM:SS)'));
+    const input = el('input', 'jp-mod-styled jp-HPCPanel-newTime') as HTMLInputElement;
+    input.value = entry.timeLimit ?? '';
+    input.name = 'time';
+    label.appendChild(input);
+    body.append(text, label);
+    const result = await showDialog({
+      title: running
+        ? trans.__('Give back time: job %1 on %2', entry.jobId, hpc)
+        : trans.__('Change the time of job %1 on %2', entry.jobId, hpc),
+      body: new Widget({ node: body }),
+      focusNodeSelector: 'input',
+      buttons: [
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.okButton({ label: trans.__('Set') })
+      ]
+    });
+    if (!result.button.accept) {
+      return;
+    }
+    try {
+      const reply = await this.model.changeTime(hpc, input.value.trim());
+      Notification.info(trans.__('Job %1 on %2 now has %3.', reply.jobId, hpc, reply.timeLimit), {
+        autoClose: 5000
+      });
+    } catch (error) {
+      Notification.error(trans.__('Time of job %1 on %2: %3', entry.jobId, hpc, message(error)), {
         autoClose: false
       });
     }

@@ -45,6 +45,28 @@ export interface IClusterEntry {
   slurmState?: string;
   /** A running job's notebook kernels (kernelspecs the Launcher shows). */
   kernels?: { name: string; displayName: string }[];
+  /** Idle auto-cancel on (a running session): seconds nobody has used it, and when it goes. */
+  idleSeconds?: number;
+  idleCancelAt?: string;
+  /** How the last session this server followed here ended. */
+  lastEnd?: ILastEnd;
+}
+
+export type EndReason = 'idle' | 'walltime' | 'stopped' | 'slurm' | 'failed';
+
+export interface ILastEnd {
+  jobId: string;
+  reason: EndReason;
+  at: string;
+}
+
+/** The answer of time/<hpc>. */
+export interface ITimeReply {
+  status: 'updated' | 'extended';
+  hpc: string;
+  jobId: string;
+  timeLimit: string;
+  change: 'lower' | 'raise' | 'same' | 'extended';
 }
 
 export interface IPartition {
@@ -106,6 +128,8 @@ export interface IStatusConfig {
   maxCpus: number;
   clusters: string[];
   clusterOptions?: Record<string, IClusterOptions>;
+  /** Minutes before an idle cancel that the panel warns. */
+  idleWarningMinutes?: number;
 }
 
 export interface IStatus {

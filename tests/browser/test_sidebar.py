@@ -222,7 +222,7 @@ def test_pending_warnings_palette_and_launcher(browser, lab, artifacts, filled_n
             time.sleep(0.25)
         page.locator(".jp-HPCPanel-refresh").click()
         wait_badge(page, "idle", hpc="apollo")
-        toast(page, "has ended")
+        toast(page, "ended outside this server")  # (and says why)
         page.screenshot(path=artifacts / "panel-ended.png")
 
         # With nothing running, Stop and Open are not offered (isEnabled follows the model).

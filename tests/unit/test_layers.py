@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(jupyter_hpc_manager.__file__).parent
 # Lowest first. A module may import from any earlier layer, never from its own or a later one.
 LAYERS = [
     {"errors"},
-    {"slurm", "state", "cache"},
+    {"slurm", "state", "cache", "wsinput"},
     {"validation"},
     {"config"},
     {"models", "channel_io"},

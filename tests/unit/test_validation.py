@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_hpc_manager import slurm, validation
-from jupyter_hpc_manager.errors import ValidationError
+from jupyter_hpc_manager.errors import NotAllowed, ValidationError
 from jupyter_hpc_manager.slurm import JobRequest
 
 INJECTIONS = [
@@ -135,3 +135,42 @@ def test_bad_workdir(value):
 def test_bad_names(value):
     with pytest.raises(ValidationError, match="Invalid account"):
         validation.parse_name(value, "account")
+
+
+DEBUG = slurm.Partition("debug", True, 12 * 3600, 128, 200_000, {}, "up")
+RUNNING, PENDING = slurm.JobState.RUNNING, slurm.JobState.PENDING
+
+
+@pytest.mark.parametrize(("state", "limit", "used", "new", "kind", "seconds"), [
+    (RUNNING, 7200, 600, "01:00:00", "lower", 3600),  # give time back
+    (PENDING, 7200, 0, "00:30:00", "lower", 1800),
+    (PENDING, 7200, 0, "0-11:00:00", "raise", 39600),  # add time while it waits
+    (PENDING, 7200, 0, "12:00:00", "raise", 43200),  # up to MaxTime
+    (RUNNING, 7200, 600, "02:00:00", "same", 7200),
+])
+def test_time_changes_slurm_allows_its_owner(state, limit, used, new, kind, seconds):
+    text, got, what = validation.check_time_change(new, state, limit, used, DEBUG, "gemini")
+    assert (text, got, what) == (new, seconds, kind)
+
+
+def test_a_running_jobs_time_is_raised_only_by_an_operator():
+    with pytest.raises(NotAllowed) as refused:
+        validation.check_time_change("03:00:00", RUNNING, 7200, 600, DEBUG, "gemini")
+    assert refused.value.status_code == 403
+    assert "only an operator" in refused.value.message
+
+
+@pytest.mark.parametrize(("state", "used", "new", "message"), [
+    (PENDING, 0, "12:00:01", "exceeds partition debug's MaxTime 12:00:00"),
+    (RUNNING, 3000, "00:50:00", "not more than the 00:50:00 the job has run"),
+    (RUNNING, 3000, "00:50:59", "not more than the 00:50:00 the job has run"),
+    (RUNNING, 0, "1:00", "must be HH:MM:SS or D-HH:MM:SS"),
+    (RUNNING, 0, "00:00:00", "must be longer than zero"),
+    (RUNNING, 0, "01:00:00; scancel 1", "must be HH:MM:SS or D-HH:MM:SS"),
+    (RUNNING, 0, 3600, "must be HH:MM:SS or D-HH:MM:SS"),
+])
+def test_bad_time_changes_are_400_naming_the_limit(state, used, new, message):
+    with pytest.raises(ValidationError) as bad:
+        validation.check_time_change(new, state, 7200, used, DEBUG, "gemini")
+    assert bad.value.status_code == 400 and bad.value.details == {"field": "time"}
+    assert message in bad.value.message

@@ -1,4 +1,5 @@
 import {
+  describeEnd,
   describePartition,
   formatDuration,
   formatEstimate,
@@ -88,5 +89,16 @@ describe('partitions', () => {
         state: 'down'
       })
     ).toBe('gpu: no time limit, 1 CPU, 195.3 GiB, 1 GPU [down]');
+  });
+});
+
+describe('describeEnd', () => {
+  it('says how the last job ended', () => {
+    const end = (reason: any) => describeEnd({ jobId: '7', reason, at: '' }, 'gemini');
+    expect(end('idle')).toBe("gemini's job 7 was cancelled: nobody had used it for a while.");
+    expect(end('walltime')).toBe("gemini's job 7 reached its time limit.");
+    expect(end('stopped')).toBe("gemini's job 7 was stopped from here.");
+    expect(end('failed')).toBe("gemini's job 7 failed.");
+    expect(end('slurm')).toBe("gemini's job 7 ended outside this server (cancelled or done).");
   });
 });

@@ -161,6 +161,74 @@ describe('HPCModel', () => {
     expect(ended).toEqual(['gemini 42']);
   });
 
+  it('says why a running session ended, when the server knows', async () => {
+    server.answers.set('cluster-status', () => status({ gemini: running('42') }));
+    await model.start();
+    await jest.advanceTimersByTimeAsync(0);
+    const ended: (string | null)[] = [];
+    model.ended.connect((_, e) => ended.push(e.reason));
+    server.answers.set('cluster-status', () =>
+      status({
+        gemini: {
+          ...idle,
+          lastEnd: { jobId: '42', reason: 'walltime', at: '2026-12-01T10:00:00Z' }
+        }
+      })
+    );
+    await model.refresh();
+    expect(ended).toEqual(['walltime']);
+  });
+
+  it('warns once before an idle cancel, and again only after the job was used', async () => {
+    const at = (minutes: number) => new Date(Date.now() + minutes * 60_000).toISOString();
+    const withIdle = (minutes: number, idle: number) =>
+      status({ gemini: { ...running('42'), idleSeconds: idle, idleCancelAt: at(minutes) } });
+    server.answers.set('cluster-status', () => withIdle(30, 60));
+    await model.start();
+    await jest.advanceTimersByTimeAsync(0);
+    const warned: string[] = [];
+    model.idleWarning.connect((_, w) =>
+      warned.push(`${w.jobId} ${w.idleMinutes} ${w.cancelInMinutes}`)
+    );
+    expect(warned).toEqual([]); // 30 minutes left: more than the 5 of the warning
+    server.answers.set('cluster-status', () => withIdle(4, 56 * 60));
+    await model.refresh();
+    await model.refresh();
+    expect(warned).toEqual(['42 56 4']); // once, not per answer
+    // Keep it: the server's clock starts again; a later idle spell warns again.
+    server.answers.set('keep/gemini', () => ({ status: 'kept', hpc: 'gemini' }));
+    server.answers.set('cluster-status', () => withIdle(60, 0));
+    await model.keep('gemini');
+    expect(server.calls.some(c => c.path === 'keep/gemini' && c.init?.method === 'POST')).toBe(
+      true
+    );
+    server.answers.set('cluster-status', () => withIdle(2, 58 * 60));
+    await model.refresh();
+    expect(warned).toEqual(['42 56 4', '42 58 2']);
+  });
+
+  it('sends a new time limit and shows what SLURM then says', async () => {
+    server.answers.set('cluster-status', () => status({ gemini: running('42') }));
+    await model.start();
+    await jest.advanceTimersByTimeAsync(0);
+    server.answers.set('time/gemini', () => ({
+      status: 'updated',
+      hpc: 'gemini',
+      jobId: '42',
+      timeLimit: '00:30:00',
+      change: 'lower'
+    }));
+    server.answers.set('cluster-status', () =>
+      status({ gemini: { ...running('42'), timeLimit: '00:30:00' } })
+    );
+    const reply = await model.changeTime('gemini', '00:30:00');
+    expect(reply.timeLimit).toBe('00:30:00');
+    const call = server.calls.find(c => c.path === 'time/gemini')!;
+    expect(JSON.parse(call.init!.body as string)).toEqual({ time: '00:30:00' });
+    expect(model.state('gemini').entry?.timeLimit).toBe('00:30:00');
+    expect(model.state('gemini').busy).toBe(false);
+  });
+
   it('stands by while the panel is closed, and asks at once when it opens again', async () => {
     server.answers.set('cluster-status', () => status({ gemini: idle }));
     await model.start();
