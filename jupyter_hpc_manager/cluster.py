@@ -548,6 +548,10 @@ class Cluster:
         idle = self.idle_seconds()
         if timeout is None or idle is None or idle < timeout or self.busy:
             return False
+        if self.node.login_required is not None:
+            # Nothing can run there until the user logs in again (the panel asks them to); the
+            # clock goes on, and the first check after the login cancels.
+            return False
         job = self.session.job_id if self.session else "?"
         self.log.warning("jupyter-hpc-manager: job %s on %s has been idle for %.0f minutes: "
                          "cancelling it (idle_cancel_minutes)", job, self.name, idle / 60)

@@ -307,13 +307,16 @@ class SessionManager:
         every = min(IDLE_CHECK, min(timeouts) / 6)
         while True:
             await asyncio.sleep(every)
-            for cluster in self.clusters.values():
-                self._note_kernels(cluster)
-                try:
-                    if await cluster.cancel_if_idle():
-                        self._sync_kernels(cluster)
-                except Exception:  # (the watch goes on for the others)
-                    self.log.exception("jupyter-hpc-manager: idle check of %s", cluster.name)
+            # Side by side: one cluster's slow scancel does not hold up the others' cancels.
+            await asyncio.gather(*(self._check_idle(c) for c in self.clusters.values()))
+
+    async def _check_idle(self, cluster: Cluster) -> None:
+        self._note_kernels(cluster)
+        try:
+            if await cluster.cancel_if_idle():
+                self._sync_kernels(cluster)
+        except Exception:  # (the watch goes on for the others)
+            self.log.exception("jupyter-hpc-manager: idle check of %s", cluster.name)
 
     def _note_kernels(self, cluster: Cluster) -> None:
         """A notebook kernel of the running job that was busy is use of the session."""

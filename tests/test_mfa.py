@@ -49,9 +49,12 @@ def cluster_settings(cluster_settings: dict, sandbox_cluster: dict, echo_ide: st
 
 
 @pytest.fixture
-def hpc_config(hpc_config: dict, ssh_config: str) -> dict:
+def hpc_config(hpc_config: dict, ssh_config: str, request) -> dict:
+    extra = {}
+    if request.node.get_closest_marker("idle_cancel"):
+        extra["idle_cancel_minutes"] = 0.1  # 6 s: the watch looks every second
     return {**hpc_config, "login_timeout": 20.0, "keepalive_interval": 1,
-            "ssh_config_file": ssh_config}
+            "ssh_config_file": ssh_config, **extra}
 
 
 @pytest.fixture
@@ -269,6 +272,48 @@ async def test_a_dropped_connection_needs_a_login_and_the_job_is_found_again(
     code, stopped = await api("POST", "stop", "mfakey", body={"cancelJob": True})
     assert stopped["cancelledJobs"] == [job]
     assert_never_shown(secrets_seen, replies, caplog.text)
+
+
+@pytest.mark.idle_cancel
+async def test_an_idle_job_behind_a_dropped_login_is_cancelled_after_the_next_login(
+        api, manager, secrets_seen, caplog, clean_slurm):
+    """Idle auto-cancel at an MFA site whose connection dropped: nothing can reach the cluster
+    until the user logs in again, so the job is neither cancelled nor tried on every check (no
+    failure logged each second); the first check after the login cancels it, and says why."""
+    await log_in(api, "mfakey", secrets_seen)
+    code, launched = await api("POST", "launch", body={"hpc": "mfakey", "mem": "1G"})
+    assert (code, launched["status"]) == (200, "running"), launched
+    job = launched["jobId"]
+    assert mfa.drop_connections("mfakey") > 0
+    node = manager.clusters["mfakey"].node
+    for _ in range(100):
+        if node.login_required is not None:
+            break
+        await asyncio.sleep(0.1)
+    caplog.clear()
+    await asyncio.sleep(15)  # more than twice the idle timeout, a check every second
+    assert [j["id"] for j in jupyter_process.slurm_jobs(MFA_USER)] == [job]
+    code, status = await api("GET", "cluster-status")
+    entry = status["mfakey"]
+    assert (entry["status"], entry["jobId"], entry["login"]) == ("unknown", job, "required")
+    tried = [r.getMessage() for r in caplog.records
+             if "mfakey" in r.getMessage() and "idle" in r.getMessage()]
+    assert tried == [], tried
+
+    await log_in(api, "mfakey", secrets_seen)
+    for _ in range(60):
+        if not jupyter_process.slurm_jobs(MFA_USER):
+            break
+        await asyncio.sleep(0.5)
+    assert jupyter_process.slurm_jobs(MFA_USER) == [], "the idle job was not cancelled"
+    for _ in range(60):
+        code, s = await api("GET", "status")
+        entry = s["sessions"]["mfakey"]
+        if entry["status"] == "idle":
+            break
+        await asyncio.sleep(0.5)
+    assert (entry["status"], entry["lastEnd"]["jobId"], entry["lastEnd"]["reason"]) == (
+        "idle", job, "idle"), entry
 
 
 async def test_a_jump_host_that_asks_for_a_code_and_two_jump_hosts(api, manager, secrets_seen):
