@@ -91,6 +91,7 @@ class Cluster:
         self.session: Session | None = None
         self.detached: str | None = None  # a job the user stopped without cancelling it
         self.last_end: LastEnd | None = None  # how the last session followed here ended
+        self._cancel_asked: tuple[str, str] | None = None  # (job, reason) of the last scancel
         # Idle auto-cancel: the running job the clock is for, and when it was last used (the
         # manager's clock).
         self._idle_job: str | None = None
@@ -468,7 +469,7 @@ class Cluster:
             session = self.session
             cancelled: list[str] | None = None
             if cancel:
-                cancelled = await self._cancel(session)
+                cancelled = await self._cancel(session, reason)
                 self.detached = None
             else:
                 # The job keeps running and is not taken up again until a launch asks for it.
@@ -484,7 +485,7 @@ class Cluster:
                       f"; job {session.job_id} keeps running" if session and not cancel else "")
         return StopOutcome(self.name, cancelled)
 
-    async def _cancel(self, session: Session | None) -> list[str]:
+    async def _cancel(self, session: Session | None, reason: str) -> list[str]:
         try:
             jobs = await self._ask_in_operation()
             ids = {j.job_id for j in jobs
@@ -497,6 +498,10 @@ class Cluster:
             ids.add(session.job_id)
         if not ids:
             return []
+        if session is not None:
+            # (a scancel that times out may still reach slurmctld: if the job then ends, it
+            # ended for this reason, not behind our back)
+            self._cancel_asked = (session.job_id, reason)
         await self.scheduler.cancel(ids)
         await self._wait_gone(ids)
         return sorted(ids)
@@ -618,7 +623,11 @@ class Cluster:
                 session.seen_clock is not None):
             left = seen.time_left_seconds - (self._clock() - session.seen_clock)
         state = job.slurm_state if job is not None else None
-        return LastEnd(session.job_id, slurm.end_reason(state, left), utcnow_iso(), state)
+        reason = slurm.end_reason(state, left)
+        if self._cancel_asked is not None and self._cancel_asked[0] == session.job_id and (
+                state is None or state.startswith("CANCELLED")):
+            reason = self._cancel_asked[1]  # our scancel that did not answer in time did it
+        return LastEnd(session.job_id, reason, utcnow_iso(), state)
 
     async def _changed(self) -> None:
         await self.services.changed(self)

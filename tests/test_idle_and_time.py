@@ -52,6 +52,8 @@ def hpc_config(hpc_config: dict, request, extend_script) -> dict:
         extra["extend_command"] = f"{extend_script[0]} --reason=jupyter"
     if request.node.get_closest_marker("quick_pending"):
         extra["launch_timeout"] = 3.0  # (a launch answers pending soon)
+    if request.node.get_closest_marker("quick_commands"):
+        extra.update(command_timeout=3.0, status_wait=2.0)  # (a hung slurmctld is told soon)
     return {**hpc_config, **extra}
 
 
@@ -90,6 +92,32 @@ async def test_a_job_nobody_uses_is_cancelled_and_says_why(api, clean_slurm):
     assert slurm_jobs() == [], "the idle job was not cancelled"
     entry = await ended(api, "echo1")
     assert "idleSeconds" not in entry
+    assert (entry["lastEnd"]["jobId"], entry["lastEnd"]["reason"]) == (job, "idle")
+
+
+@pytest.mark.quick_commands
+async def test_an_idle_job_while_slurmctld_hangs_is_cancelled_once_it_answers(api, clean_slurm):
+    """The idle timeout passes while slurmctld hangs: the cancel cannot be done, the session
+    reads running (stale, never idle) meanwhile, and once slurmctld answers the job is
+    cancelled and its end says idle."""
+    from test_one_truth import slurmctld_stopped
+
+    job = (await launch(api, "echo1"))["jobId"]
+    with slurmctld_stopped():
+        await asyncio.sleep(IDLE_MINUTES * 60 + 8)  # past the timeout: a cancel is tried
+        for refresh in (False, True):
+            params = {"refresh": "true"} if refresh else None
+            code, cs = await api("GET", "cluster-status", params=params)
+            entry = cs["echo1"]
+            assert (entry["status"], entry["jobId"]) == ("running", job), entry
+            assert "lastEnd" not in entry
+        entry = await session_of(api, "echo1")
+        assert (entry["status"], entry["jobId"]) == ("running", job), entry
+    deadline = time.monotonic() + 60
+    while slurm_jobs() and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert slurm_jobs() == [], "the idle job was not cancelled once slurmctld answered"
+    entry = await ended(api, "echo1")
     assert (entry["lastEnd"]["jobId"], entry["lastEnd"]["reason"]) == (job, "idle")
 
 

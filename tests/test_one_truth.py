@@ -197,3 +197,32 @@ async def test_a_held_job_in_a_state_we_never_saw_is_shown_as_it_is(
     assert (code, again["status"], again["jobId"]) == (200, "pending", job), again
     assert [j["id"] for j in slurm_jobs()] == [job]
     assert [j["name"] for j in slurm_jobs(MFA_USER)] == ["filler"]  # another user's job
+
+
+async def test_a_stop_that_times_out_while_slurmctld_hangs_still_ends_as_the_users(
+        api, clean_slurm):
+    """Stop (cancel) while slurmctld hangs: the stop fails within command_timeout and the
+    session still runs (never idle). The scancel was queued all the same: when slurmctld comes
+    back the job ends, and it ended because the user stopped it, not "outside this server"."""
+    code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
+    assert (code, reply["status"]) == (200, "running"), reply
+    job = reply["jobId"]
+    with slurmctld_stopped():
+        code, stopped = await api("POST", "stop", "echo1", body={"cancelJob": True})
+        assert code >= 500 and "echo1" in stopped["error"], (code, stopped)
+        code, s = await api("GET", "status")
+        entry = s["sessions"]["echo1"]
+        assert (entry["status"], entry["jobId"]) == ("running", job), entry
+    deadline = time.monotonic() + 60
+    while slurm_jobs() and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert slurm_jobs() == [], "the queued scancel did not cancel the job"
+    for _ in range(60):
+        code, cs = await api("GET", "cluster-status", params={"refresh": "true"})
+        if cs["echo1"]["status"] == "idle":
+            break
+        await asyncio.sleep(1.1)
+    code, s = await api("GET", "status")
+    entry = s["sessions"]["echo1"]
+    assert entry["status"] == "idle" and entry["lastEnd"]["jobId"] == job, entry
+    assert entry["lastEnd"]["reason"] == "stopped", entry["lastEnd"]
