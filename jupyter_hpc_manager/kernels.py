@@ -142,14 +142,20 @@ mkdir -p "$dir" || exit 70
 f="$dir/{name}.json"
 log="$dir/{name}.log"
 head -c {size} > "$f"
-wd=$(scontrol show job {job} 2>/dev/null | sed -n 's/^ *WorkDir=//p')
+# The job's folder, as its script wrote it (no slurmctld query on the start's path; a job of an
+# older version has no such file: scontrol then).
+wd=$(cat "$HOME/{remote_dir}/job-"{job}".wd" 2>/dev/null)
+[ -n "$wd" ] || wd=$(scontrol show job {job} 2>/dev/null | sed -n 's/^ *WorkDir=//p')
+# The step writes its own id before it becomes the kernel (SLURM_STEP_ID), so squeue is not
+# asked for it either.
 {srun} --jobid={job} --overlap -N1 -n1 -w {node} --input=none --job-name={name} \
-  ${{wd:+--chdir="$wd"}} {argv} > "$log" 2>&1 &
+  ${{wd:+--chdir="$wd"}} sh -c 'echo "$SLURM_JOB_ID.$SLURM_STEP_ID" > "$0"; exec "$@"' \
+  "$dir/{name}.step" {argv} > "$log" 2>&1 &
 pid=$!
 i=0
 until grep -q '"control_port": [1-9]' "$f" 2>/dev/null && tail -c 3 "$f" | grep -q '}}'; do
   if ! kill -0 "$pid" 2>/dev/null; then
-    rm -f "$f"
+    rm -f "$f" "$dir/{name}.step"
     printf '{{"error": "the kernel exited before it started"}}\n'
     tail -n 20 "$log" | sed 's/^/log: /'
     rm -f "$log"
@@ -158,7 +164,7 @@ until grep -q '"control_port": [1-9]' "$f" 2>/dev/null && tail -c 3 "$f" | grep 
   i=$((i + 1))
   if [ "$i" -gt {tries} ]; then
     kill "$pid" 2>/dev/null; sleep 0.2; kill "$pid" 2>/dev/null
-    rm -f "$f"
+    rm -f "$f" "$dir/{name}.step"
     printf '{{"error": "the kernel did not bind its ports in time"}}\n'
     tail -n 20 "$log" | sed 's/^/log: /'
     rm -f "$log"
@@ -166,8 +172,13 @@ until grep -q '"control_port": [1-9]' "$f" 2>/dev/null && tail -c 3 "$f" | grep 
   fi
   sleep 0.02
 done
-step=$({squeue} -h -s -j {job} -o '%i %j' 2>/dev/null |
-  awk -v n={name} '$2 == n {{print $1; exit}}')
+step=$(cat "$dir/{name}.step" 2>/dev/null)
+rm -f "$dir/{name}.step"
+case "$step" in
+  *.[0-9]*) ;;
+  *) step=$({squeue} -h -s -j {job} -o '%i %j' 2>/dev/null |
+       awk -v n={name} '$2 == n {{print $1; exit}}') ;;
+esac
 ports=$(tr -d ' \n' < "$f" | grep -o '"[a-z]*_port":[0-9]*' | tr '\n' ',')
 rm -f "$f"
 printf '{{"step": "%s", "ports": {{%s"pid": %s}}}}\n' "$step" "$ports" "$pid"

@@ -572,7 +572,7 @@ secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
 
 ide_pid=
 cleanup() {{
-  rm -f "$conn" "$conn.tmp"
+  rm -f "$conn" "$conn.tmp" "$state_dir/job-$SLURM_JOB_ID.wd"
   if [ -n "$ide_pid" ]; then
     kill -TERM -- "-$ide_pid" 2>/dev/null
     sleep 1
@@ -580,6 +580,8 @@ cleanup() {{
   fi
 }}
 trap cleanup EXIT
+# The job's folder, for the notebook kernels started in it later (kernels.py).
+printf '%s\\n' "$workdir" > "$state_dir/job-$SLURM_JOB_ID.wd"
 trap 'exit 143' TERM INT HUP
 
 echo "jupyter-hpc-manager: starting the IDE on $node port $port"

@@ -11,6 +11,7 @@ import pathlib
 import select
 import shlex
 import subprocess
+import sys
 import time
 
 import pytest
@@ -152,3 +153,60 @@ def test_every_value_is_quoted():
     assert "-w 'vm;id'" in script and "'a b'" in script and '-f "$f"' in script
     for cmd in (command, start):
         assert subprocess.run(["sh", "-n", "-c", shlex.split(cmd)[2]]).returncode == 0
+
+
+@pytest.mark.parametrize("job_folder_known", [True, False])
+def test_a_start_asks_slurmctld_nothing_but_srun(cluster, tmp_path, job_folder_known):
+    """The start's path: the job's folder comes from the file its script wrote, the step's id
+    from the step itself; squeue and scontrol (slurmctld, slow on a busy site) are not asked.
+    A job of an older version (no folder file) still gets its folder, from scontrol."""
+    folder = tmp_path / "a project"
+    folder.mkdir()
+    if job_folder_known:
+        (cluster["home"] / "jhm" / "job-1234.wd").write_text(f"{folder}\n")
+    asked = tmp_path / "asked"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    # srun as SLURM runs a step: its options, then the command in the step's environment.
+    (stubs / "srun").write_text(
+        f'#!/bin/sh\necho "srun $*" >> {asked}\n'
+        'while [ $# -gt 0 ]; do case "$1" in\n'
+        '  --chdir=*) cd "${1#--chdir=}"; shift;;\n'
+        '  -w) shift 2;;\n'
+        '  -*) shift;;\n'
+        '  *) break;;\nesac; done\n'
+        'SLURM_JOB_ID=1234 SLURM_STEP_ID=7 exec "$@"\n')
+    (stubs / "scontrol").write_text(
+        f'#!/bin/sh\necho "scontrol $*" >> {asked}\necho "   WorkDir={folder}"\n')
+    (stubs / "squeue").write_text(f'#!/bin/sh\necho "squeue $*" >> {asked}\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    # The "kernel": writes the ports it bound into its connection file, then runs.
+    kernel = ("import json, os, sys, time; f = sys.argv[1]; "
+              "json.dump({'control_port': 5001, 'shell_port': 5002}, open(f + '.tmp', 'w')); "
+              "os.rename(f + '.tmp', f); time.sleep(30)")
+    command = kernels.step_command(remote_dir="jhm", name="hpc-kernel-abc", job="1234",
+                                   node="vm", argv=[sys.executable, "-c", kernel,
+                                                    "{connection_file}"],
+                                   size=2, grace=0, srun=str(stubs / "srun"),
+                                   squeue=str(stubs / "squeue"), scancel=cluster["scancel"])
+    env = {**os.environ, "HOME": str(cluster["home"]),
+           "PATH": f"{stubs}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(b"{}")
+        proc.stdin.flush()
+        reply = json.loads(proc.stdout.readline())
+        assert reply["step"] == "1234.7"
+        assert reply["ports"]["control_port"] == 5001 and reply["ports"]["shell_port"] == 5002
+        calls = asked.read_text().splitlines()
+        assert [c.split()[0] for c in calls] == (
+            ["srun"] if job_folder_known else ["scontrol", "srun"]), calls
+        assert f"--chdir={folder}" in calls[-1]
+        assert not (cluster["kernels"] / "hpc-kernel-abc.step").exists()
+    finally:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
