@@ -21,7 +21,7 @@ import websocket
 
 from jupyter_hpc_manager import kernels
 
-from jupyter_process import TOKEN, Server, slurm_jobs
+from jupyter_process import SANDBOX_USER, TOKEN, Server, home_file, slurm_jobs
 
 KERNEL_DISCOVERY = "/opt/jupyter-hpc-sandbox/kernel-venv/bin/jupyter kernelspec list --json"
 SPEC = "hpc-gemini-python3"
@@ -160,9 +160,9 @@ class Kernel:
         self.ws.shutdown()  # (the socket too, also when the server closed first)
 
 
-def launch(server: Server) -> dict:
+def launch(server: Server, **more) -> dict:
     code, reply = server.call("POST", "launch", {"hpc": "gemini", "cpus": "2", "mem": "1G",
-                                                 "time": "00:30:00"})
+                                                 "time": "00:30:00", **more})
     assert code == 200 and reply["status"] == "running", reply
     return reply
 
@@ -172,7 +172,8 @@ def spec_of(server: Server) -> dict | None:
 
 
 def test_a_kernel_in_the_job_behaves_like_a_local_one(server):
-    job = launch(server)["jobId"]
+    home_file(SANDBOX_USER, "kernel-test/a project/README", "the job's folder\n")
+    job = launch(server, workdir="~/kernel-test/a project")["jobId"]
     # The launch has asked the job for its kernels: the specs are there, and the running
     # entry lists them (the sidebar refreshes the Launcher's specs when this list changes).
     spec = spec_of(server)
@@ -189,12 +190,13 @@ def test_a_kernel_in_the_job_behaves_like_a_local_one(server):
         # A step of the job, on its node, in the job's folder.
         ran = kernel.execute("import os, socket\n"
                              "print(os.environ['SLURM_JOB_ID'], os.environ.get('SLURM_STEP_ID'),"
-                             " socket.gethostname(), os.getcwd(), os.getpid())")
+                             " socket.gethostname(), os.getpid())\nprint(os.getcwd())")
         assert ran["status"] == "ok", ran
-        job_id, step_id, host, cwd, pid = ran["out"].split()
+        first, cwd = ran["out"].splitlines()
+        job_id, step_id, host, pid = first.split()
         assert job_id == job and step_id.isdigit()
         assert host == "vm"
-        assert cwd == "/home/hpcuser"
+        assert cwd == "/home/hpcuser/kernel-test/a project"
         assert kernel_steps(job) == [f"{job}.{step_id}"]
 
         # Its traffic on the node is CurveZMQ (the node's ipykernel declares it): others on
