@@ -28,17 +28,22 @@ class HPCHandlerMixin(JupyterHandler):
         """(status, message, details) for the error being answered."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, HPCError):
-            return exc.status_code, exc.message, {"type": exc.kind, **exc.details}
+            return self.status_for(exc), exc.message, {"type": exc.kind, **exc.details}
         if isinstance(exc, web.HTTPError):
             message = exc.log_message % exc.args if exc.log_message and exc.args else (
                 exc.log_message or exc.reason or self._reason)
             return status_code, message, {}
         return status_code, "Internal server error", {}
 
+    def status_for(self, exc: HPCError) -> int:
+        """The HTTP status an error is answered with (the log says the same)."""
+        return exc.status_code
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, HPCError):
-            level = self.log.warning if value.status_code >= 500 else self.log.info
+            status = self.status_for(value)
+            level = self.log.warning if status >= 500 else self.log.info
             level("jupyter-hpc-manager: %s %s -> %s %s: %s", self.request.method,
-                  self.request.path, value.status_code, value.kind, value.message)
+                  self.request.path, status, value.kind, value.message)
         else:
             super().log_exception(typ, value, tb)

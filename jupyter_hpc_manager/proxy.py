@@ -346,13 +346,16 @@ class IDEProxyHandler(HPCHandlerMixin):
         relay.add_done_callback(_relays.discard)
 
     # -- errors --------------------------------------------------------------------------------
+    def status_for(self, exc: HPCError) -> int:
+        # A gateway's words: 504 for an IDE that did not answer in time, else 502.
+        code = exc.status_code
+        if isinstance(exc, NotFoundError) or code < 500 or code == 504:
+            return code
+        return 502
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """A page for a person (this is a browser tab), with a way back to JupyterLab."""
         status_code, message, _ = self.error_info(status_code, kwargs)
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, HPCError) and not isinstance(exc, NotFoundError):
-            # (A gateway's words: 504 for an IDE that did not answer in time, else 502.)
-            status_code = 502 if status_code >= 500 and status_code != 504 else status_code
         self.set_status(status_code)
         lab = url_path_join(self.base_url, "lab")
         self.set_header("Content-Type", "text/html; charset=UTF-8")

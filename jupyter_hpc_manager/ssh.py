@@ -55,6 +55,20 @@ CHANNEL_WINDOW = 8 * 1024 * 1024
 CHANNEL_PACKET = 128 * 1024
 
 
+class _RefusedChannels(logging.Filter):
+    """paramiko logs every channel the login node refuses as an ERROR ("Secsh channel N open
+    FAILED"), to stderr when nothing else handles its logger. Each is ours to handle and to
+    tell in our own words (a TunnelError, ChannelRefused); a kernel that is restarting or an
+    IDE that has stopped would otherwise write lines by the dozen per second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not (msg.startswith("Secsh channel") and "open FAILED" in msg)
+
+
+logging.getLogger("paramiko.transport").addFilter(_RefusedChannels())
+
+
 @dataclass(frozen=True)
 class CommandResult:
     exit_status: int

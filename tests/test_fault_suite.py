@@ -75,7 +75,8 @@ def test_20_sigkill_restarts_find_the_same_job_and_the_ide_each_time(
         server.stop()
 
 
-async def test_sshd_down_is_unknown_and_refuses_launch_then_recovers(api, jp_fetch, clean_slurm):
+async def test_sshd_down_is_unknown_and_refuses_launch_then_recovers(api, jp_fetch, clean_slurm,
+                                                                    caplog):
     code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
     assert code == 200
     stop_sshd()
@@ -93,6 +94,10 @@ async def test_sshd_down_is_unknown_and_refuses_launch_then_recovers(api, jp_fet
         assert [j["id"] for j in slurm_jobs()] == [reply["jobId"]]  # nothing submitted
         r = await jp_fetch("hpc", "echo1", "code", "small", raise_error=False)
         assert r.code == 502  # the IDE cannot be reached: said so, not hung
+        # The server's log says the status the browser got.
+        said = [m.getMessage() for m in caplog.records
+                if "/hpc/echo1/code/small ->" in m.getMessage()]
+        assert said and all(" -> 502 " in m for m in said), said
     finally:
         start_sshd()
     await asyncio.sleep(1.1)  # past the refresh coalescing window
