@@ -99,6 +99,19 @@ async def log_in(api, hpc: str, seen: list[str], *, code: str | None = None) -> 
     return rounds
 
 
+async def drop_and_wait(manager, hpc: str):
+    """Drop hpc's logged-in connection (as a network would) and wait until the cluster has
+    noticed (by the connection's own end); its login node."""
+    assert mfa.drop_connections(hpc) > 0
+    node = manager.clusters[hpc].node
+    for _ in range(100):
+        if node.login_required is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert node.login_required is not None
+    return node
+
+
 def texts(rounds: list[dict]) -> list[list[str]]:
     return [[p["text"] for p in r["prompts"]] for r in rounds]
 
@@ -242,14 +255,9 @@ async def test_a_dropped_connection_needs_a_login_and_the_job_is_found_again(
     assert (await whoami(jp_fetch, "mfakey"))[1]["jobId"] == job
     opened = mfa.connections("mfakey")
 
-    assert mfa.drop_connections("mfakey") > 0
     # Noticed by the connection's own end, with no request asking: reads change nothing.
-    node = manager.clusters["mfakey"].node
-    for _ in range(100):
-        if node.login_required is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert node.login_required is not None and "log in again" in node.login_required
+    node = await drop_and_wait(manager, "mfakey")
+    assert "log in again" in node.login_required
     code, status = await api("GET", "cluster-status", params={"refresh": "true"})
     entry = status["mfakey"]
     assert entry["status"] == "unknown" and entry["jobId"] == job, entry  # never idle
@@ -284,12 +292,7 @@ async def test_an_idle_job_behind_a_dropped_login_is_cancelled_after_the_next_lo
     code, launched = await api("POST", "launch", body={"hpc": "mfakey", "mem": "1G"})
     assert (code, launched["status"]) == (200, "running"), launched
     job = launched["jobId"]
-    assert mfa.drop_connections("mfakey") > 0
-    node = manager.clusters["mfakey"].node
-    for _ in range(100):
-        if node.login_required is not None:
-            break
-        await asyncio.sleep(0.1)
+    await drop_and_wait(manager, "mfakey")
     caplog.clear()
     await asyncio.sleep(15)  # more than twice the idle timeout, a check every second
     assert [j["id"] for j in jupyter_process.slurm_jobs(MFA_USER)] == [job]
