@@ -275,6 +275,9 @@ class Relay:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 # -- counting SSH channels: sshd's TCP connections to an IDE's port ------------------------------
