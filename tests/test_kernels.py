@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
+import signal
 import socket
 import subprocess
 import time
@@ -324,6 +326,31 @@ def test_a_kernel_that_dies_by_itself_is_restarted_in_the_job(server):
         assert again[0] == job and again[1] != pid
         assert len(kernel_steps(job)) == 1
         assert rest(server, "GET", f"api/kernels/{model['id']}")[1]["execution_state"] != "dead"
+    finally:
+        kernel.close()
+        rest(server, "DELETE", f"api/kernels/{model['id']}")
+
+
+def test_a_hung_kernel_is_restarted_from_the_notebook(server):
+    """The kernel hangs on its node (SIGSTOP: it answers nothing, not even an interrupt): the
+    notebook's Restart still works (the step is ended, as a local kernel is killed), the new
+    kernel runs in the same job, and the hung process is gone."""
+    job = launch(server)["jobId"]
+    wait_for("the job's kernelspec", lambda: spec_of(server))
+    _, model = rest(server, "POST", "api/kernels", {"name": SPEC})
+    kernel = Kernel(server, model["id"])
+    try:
+        pid = int(kernel.execute("import os\nprint(os.getpid())")["out"].strip())
+        os.kill(pid, signal.SIGSTOP)  # (the job's node is this machine)
+        code, _ = rest(server, "POST", f"api/kernels/{model['id']}/restart")
+        assert code == 200
+        kernel.close()
+        kernel = Kernel(server, model["id"])
+        again = wait_for("the restarted kernel", lambda: kernel.execute(
+            "import os\nprint(os.environ['SLURM_JOB_ID'], os.getpid())")["out"].split())
+        assert again[0] == job and int(again[1]) != pid
+        wait_for("the hung process to be gone", lambda: not pathlib.Path(f"/proc/{pid}").exists())
+        assert len(kernel_steps(job)) == 1
     finally:
         kernel.close()
         rest(server, "DELETE", f"api/kernels/{model['id']}")
