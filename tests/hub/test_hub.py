@@ -226,6 +226,46 @@ def test_using_only_vscode_keeps_alices_server_active_for_the_hub(hub, browser, 
         context.close()
 
 
+def test_under_the_hub_alices_idle_job_is_cancelled_and_bobs_is_not(hub, browser, clean_jobs):
+    """Idle auto-cancel in Hub-spawned servers: alice's server cancels jobs idle for 6 s (set in
+    her own ~/.jupyter, read after the Hub's config: an admin would set it in the Hub's; this
+    way the Hub need not restart), bob's server never does. Each server's watch is its own:
+    alice's job is cancelled and says why, bob's runs on."""
+    alice_home = pwd.getpwnam("alice").pw_dir
+    config = ".jupyter/jupyter_server_config.py"
+    home_file("alice", config, "c.HPCManager.idle_cancel_minutes = 0.1\n")
+    contexts = {}
+    try:
+        contexts = {u: log_in(browser, u, hub[u])[0] for u in ("alice", "bob")}
+        jobs = {}
+        for user, ctx in contexts.items():
+            code, reply = api(ctx, user, "POST", "launch", {"hpc": "gemini", "mem": "1G"})
+            assert (code, reply["status"]) == (200, "running"), (user, reply)
+            jobs[user] = reply["jobId"]
+        deadline = time.monotonic() + 90
+        while jobs_of("alice") and time.monotonic() < deadline:
+            time.sleep(1)
+        assert jobs_of("alice") == [], "alice's idle job was not cancelled"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            code, status = api(contexts["alice"], "alice", "GET", "status")
+            entry = status["sessions"]["gemini"]
+            if entry["status"] == "idle":
+                break
+            time.sleep(1)
+        assert entry["lastEnd"]["jobId"] == jobs["alice"], entry
+        assert entry["lastEnd"]["reason"] == "idle", entry
+        # bob's job, idle all along, runs on: his server cancels nothing.
+        assert [j["id"] for j in jobs_of("bob")] == [jobs["bob"]]
+        code, status = api(contexts["bob"], "bob", "GET", "status")
+        assert status["sessions"]["gemini"]["status"] == "running"
+        assert "idleSeconds" not in status["sessions"]["gemini"]
+    finally:
+        for c in contexts.values():
+            c.close()
+        os.unlink(os.path.join(alice_home, config))
+
+
 def test_a_login_to_an_mfa_cluster_belongs_to_one_users_server(hub, browser, clean_jobs):
     """One config for everybody names the MFA cluster; alice answers its prompts through the Hub
     (cookie + XSRF, through configurable-http-proxy) and is connected; bob's server, from the
