@@ -62,9 +62,9 @@ lint: venv labextension
 # tests/hub go through the sandbox's JupyterHub (alice and bob, Chromium).
 test: hub-up lint
 	cd labextension && jlpm test
-	$(VENV)/bin/pytest tests --ignore=tests/browser --ignore=tests/hub
-	$(VENV)/bin/pytest tests/browser
-	$(VENV)/bin/pytest tests/hub
+	$(VENV)/bin/pytest tests --ignore=tests/browser --ignore=tests/hub --durations=15
+	$(VENV)/bin/pytest tests/browser --durations=5
+	$(VENV)/bin/pytest tests/hub --durations=5
 
 # The README's pictures of the sidebar, the login dialog and VS Code, taken from the sandbox by
 # the accessibility test (HPC_PICTURES: where they go, cropped to what they show).
