@@ -51,7 +51,7 @@ def workbench(server: Server, hpc: str = "gemini") -> int:
         return e.code
 
 
-def test_20_sigkill_restarts_find_the_same_job_and_the_ide_each_time(
+def test_10_sigkill_restarts_find_the_same_job_and_the_ide_each_time(
         tmp_path, sandbox_cluster, clean_slurm):
     server = Server(tmp_path, {"gemini": dict(sandbox_cluster, job_name="kill-hpc-gemini")})
     server.start()
@@ -60,7 +60,7 @@ def test_20_sigkill_restarts_find_the_same_job_and_the_ide_each_time(
         assert (code, reply["status"]) == (200, "running"), reply
         job_id = reply["jobId"]
         assert workbench(server) == 200
-        for cycle in range(20):
+        for cycle in range(10):
             server.kill()
             server.start()
             code, status = server.call("GET", "cluster-status")

@@ -1,5 +1,6 @@
 """Load against the real sandbox: many launches at once make one job, many status calls make one
-squeue per cluster, and 20 websockets through the proxy stay healthy for a minute."""
+squeue per cluster, and 20 websockets through the proxy stay healthy for 20 s of traffic (a
+longer soak belongs in bench/)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ async def test_200_concurrent_status_calls_make_one_squeue_per_cluster(api, clus
     assert len({r["updatedAt"] for _, r in results}) == 1  # one answer, shared
 
 
-async def test_20_websockets_through_the_proxy_for_a_minute(
+async def test_20_websockets_through_the_proxy_stay_healthy(
         api, manager, jp_http_port, jp_base_url, jp_auth_header, clean_slurm):
     code, reply = await api("POST", "launch", body={"hpc": "echo1", "mem": "1G"})
     assert code == 200, reply
@@ -48,7 +49,7 @@ async def test_20_websockets_through_the_proxy_for_a_minute(
     assert all(ws.selected_subprotocol == "echo-protocol" for ws in sockets)
     assert manager.session("echo1").ide.tunnel.connections >= 20
     sent = received = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20
     round_ = 0
     while time.monotonic() < deadline:
         round_ += 1
@@ -59,8 +60,8 @@ async def test_20_websockets_through_the_proxy_for_a_minute(
             echoed = await asyncio.wait_for(ws.read_message(), timeout=10)
             assert echoed == payload, (i, round_)
             received += 1
-        await asyncio.sleep(2)
-    assert sent == received >= 20 * 20
+        await asyncio.sleep(1)
+    assert sent == received >= 20 * 10
     for ws in sockets:
         assert ws.close_code is None  # none was dropped
         ws.close()
