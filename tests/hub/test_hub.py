@@ -38,12 +38,23 @@ def stop_server(user: str) -> None:
         time.sleep(0.5)
 
 
+def reset_workspaces(user: str) -> None:
+    """JupyterLab's saved layouts of the user (with the server stopped): a notebook left open
+    on a job's kernel by an earlier test would come back with a "Select Kernel" dialog (its
+    job has ended) over everything the next test clicks."""
+    folder = os.path.join(pwd.getpwnam(user).pw_dir, ".jupyter", "lab", "workspaces")
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+
+
 @pytest.fixture
 def clean_jobs():
-    """Both users start with no job and no running server."""
+    """Both users start with no job, no running server and JupyterLab's default layout."""
     for user in ("alice", "bob"):
         subprocess.run(["scancel", "-u", user], check=False)
         stop_server(user)
+        reset_workspaces(user)
     yield
     for user in ("alice", "bob"):
         subprocess.run(["scancel", "-u", user], check=False)
