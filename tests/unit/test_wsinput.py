@@ -322,24 +322,36 @@ def test_control_frames_are_not_input_even_inside_a_fragmented_message(browser: 
 
 
 # -- cut anywhere -------------------------------------------------------------------------------
+def no_input_at_any_cut(browser: Browser, wire: bytes, after: bytes) -> None:
+    """wire in two pieces, cut at each byte, to a new meter each time: never input; what comes
+    after (a person's call) is."""
+    for cut in range(len(wire) + 1):
+        meter = InputMeter(browser.extensions)
+        assert [meter.feed(wire[:cut]), meter.feed(wire[cut:])] == [False, False]
+        assert meter.feed(after) is True, cut
+
+
+def input_once_at_any_cut(browser: Browser, wire: bytes, after: bytes) -> None:
+    """wire (one person's call among the rest), cut at each byte: input exactly once; what
+    comes after (no call) is not."""
+    for cut in range(len(wire) + 1):
+        meter = InputMeter(browser.extensions)
+        results = [meter.feed(wire[:cut]), meter.feed(wire[cut:])]
+        assert results.count(True) == 1, cut
+        assert meter.feed(after) is False, cut
+
+
 def test_cut_at_every_byte_boundary(browser: Browser) -> None:
     """Two pieces, cut at each byte: the same bytes replayed to a new meter each time."""
     quiet = Browser(browser.extensions)
     quiet_wire = b"".join([quiet.send(KEEPALIVE), quiet.send(ACK + KEEPALIVE, (3,)),
                            frame(b"hi", opcode=0x9), quiet.send(ACK)])
     after_quiet = quiet.send(REGULAR)
-    for cut in range(len(quiet_wire) + 1):
-        meter = InputMeter(browser.extensions)
-        assert [meter.feed(quiet_wire[:cut]), meter.feed(quiet_wire[cut:])] == [False, False]
-        assert meter.feed(after_quiet) is True, cut
+    no_input_at_any_cut(browser, quiet_wire, after_quiet)
     busy = Browser(browser.extensions)
     busy_wire = b"".join([busy.send(KEEPALIVE + REGULAR[:20]), busy.send(REGULAR[20:] + ACK)])
     after_busy = busy.send(KEEPALIVE)
-    for cut in range(len(busy_wire) + 1):
-        meter = InputMeter(browser.extensions)
-        results = [meter.feed(busy_wire[:cut]), meter.feed(busy_wire[cut:])]
-        assert results.count(True) == 1, cut
-        assert meter.feed(after_busy) is False, cut
+    input_once_at_any_cut(browser, busy_wire, after_busy)
 
 
 def test_byte_by_byte(browser: Browser) -> None:
@@ -658,18 +670,11 @@ def test_a_header_cut_anywhere(browser: Browser) -> None:
     quiet_wire = (quiet.send(MANAGEMENT) + quiet.send(KEEPALIVE + PING[:20])
                   + quiet.send(PING[20:] + PING, (9,)))
     after_quiet = quiet.send(REGULAR)
-    for cut in range(len(quiet_wire) + 1):
-        meter = InputMeter(browser.extensions)
-        assert [meter.feed(quiet_wire[:cut]), meter.feed(quiet_wire[cut:])] == [False, False]
-        assert meter.feed(after_quiet) is True, cut
+    no_input_at_any_cut(browser, quiet_wire, after_quiet)
     busy = Browser(browser.extensions)
     busy_wire = busy.send(MANAGEMENT) + busy.send(PING + REGULAR[:30]) + busy.send(REGULAR[30:])
     after_busy = busy.send(PING)
-    for cut in range(len(busy_wire) + 1):
-        meter = InputMeter(browser.extensions)
-        results = [meter.feed(busy_wire[:cut]), meter.feed(busy_wire[cut:])]
-        assert results.count(True) == 1, cut
-        assert meter.feed(after_busy) is False, cut
+    input_once_at_any_cut(browser, busy_wire, after_busy)
 
 
 def test_byte_by_byte_judged(browser: Browser) -> None:
