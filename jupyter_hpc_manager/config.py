@@ -133,7 +133,8 @@ class ClusterConfig(HasTraits):
         None, allow_none=True,
         help="This cluster's idle auto-cancel, in minutes (overrides "
         "HPCManager.idle_cancel_minutes; 0: off here; unset: the server's setting).")
-    scontrol = Unicode("scontrol", help="scontrol command on the login node (time changes).")
+    scontrol = Unicode("scontrol", help="scontrol command on the login node (time changes; the "
+                       "folder of a job started by an older version, for its kernels).")
     threads = Int(
         4, help="Threads of this cluster's own for blocking SSH work (connecting, logging in, "
         "commands, opening channels): a hung login node or a login waiting for a code uses "

@@ -145,7 +145,7 @@ head -c {size} > "$f"
 # The job's folder, as its script wrote it (no slurmctld query on the start's path; a job of an
 # older version has no such file: scontrol then).
 wd=$(cat "$HOME/{remote_dir}/job-"{job}".wd" 2>/dev/null)
-[ -n "$wd" ] || wd=$(scontrol show job {job} 2>/dev/null | sed -n 's/^ *WorkDir=//p')
+[ -n "$wd" ] || wd=$({scontrol} show job {job} 2>/dev/null | sed -n 's/^ *WorkDir=//p')
 # The step writes its own id before it becomes the kernel (SLURM_STEP_ID), so squeue is not
 # asked for it either.
 {srun} --jobid={job} --overlap -N1 -n1 -w {node} --input=none --job-name={name} \
@@ -239,7 +239,7 @@ CLAIM_POLL = 10  # seconds between a claimed step's looks at squeue (whether it 
 
 def step_command(*, remote_dir: str, name: str, job: str, node: str, argv: list[str],
                  size: int, grace: int = 0, srun: str = "srun", squeue: str = "squeue",
-                 scancel: str = "scancel") -> str:
+                 scancel: str = "scancel", scontrol: str = "scontrol") -> str:
     """The login node's shell command that starts a kernel as a step of the job; argv's
     ``{connection_file}`` is the file the kernel reads (each item quoted)."""
     words = ['"$f"' if a == "{connection_file}" else shlex.quote(a) for a in argv]
@@ -248,7 +248,7 @@ def step_command(*, remote_dir: str, name: str, job: str, node: str, argv: list[
                                 job=shlex.quote(job), node=shlex.quote(node),
                                 argv=" ".join(words), size=int(size),
                                 tries=int(START_TIMEOUT * 50), srun=srun, squeue=squeue,
-                                scancel=scancel, watch=watch)
+                                scancel=scancel, scontrol=scontrol, watch=watch)
     return "sh -c " + shlex.quote(script)
 
 
@@ -671,7 +671,8 @@ class JobKernelProvisioner(KernelProvisionerBase):
                                node=session.node or node, argv=cmd, size=len(stdin),
                                grace=cluster.config.kernel_reconnect_seconds,
                                srun=cluster.config.srun, squeue=cluster.config.squeue,
-                               scancel=cluster.config.scancel)
+                               scancel=cluster.config.scancel,
+                               scontrol=cluster.config.scontrol)
         try:
             step = await KernelStep.start(cluster, command, stdin)
         except JobError as exc:

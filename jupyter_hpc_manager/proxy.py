@@ -330,16 +330,19 @@ class IDEProxyHandler(HPCHandlerMixin):
         stream.set_nodelay(True)
         conn = response.take_connection()
         ide.watch(conn)
-        # What the browser sends, read for input (VS Code's keep-alives, acks and pings are
-        # not: a tab left open must not keep an idle job, see wsinput.py).
-        meter = InputMeter(response.headers.get("Sec-WebSocket-Extensions"))
-        manager, hpc_name = self.manager, ide.hpc
+        # What the browser sends, read for input where idle auto-cancel is on (VS Code's
+        # keep-alives, acks and pings are not: a tab left open must not keep an idle job, see
+        # wsinput.py). Elsewhere nothing is parsed on the way.
+        used: Callable[[bytes], None] | None = None
+        if self.manager.watches_idle(ide.hpc):
+            meter = InputMeter(response.headers.get("Sec-WebSocket-Extensions"))
+            manager, hpc_name = self.manager, ide.hpc
 
-        def used(chunk: bytes) -> None:
-            if meter.feed(chunk):
-                manager.log.debug("jupyter-hpc-manager: input to %s's IDE: %s", hpc_name,
-                                  meter.last)
-                manager.note_input(hpc_name)
+            def used(chunk: bytes) -> None:
+                if meter.feed(chunk):
+                    manager.log.debug("jupyter-hpc-manager: input to %s's IDE: %s", hpc_name,
+                                      meter.last)
+                    manager.note_input(hpc_name)
 
         relay = asyncio.ensure_future(_relay(stream, conn, lambda: touch(self.settings), used))
         _relays.add(relay)

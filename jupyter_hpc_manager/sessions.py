@@ -269,6 +269,11 @@ class SessionManager:
         finally:
             self._sync_kernels(cluster)
 
+    def watches_idle(self, hpc: str) -> bool:
+        """Whether hpc has idle auto-cancel on (else nobody needs to know what counts as use)."""
+        cluster = self.clusters.get(hpc)
+        return cluster is not None and self.config.idle_cancel_seconds(cluster.config) is not None
+
     def note_input(self, hpc: str) -> None:
         """A person used hpc's IDE (the proxy saw a request or input on a websocket)."""
         cluster = self.clusters.get(hpc)
@@ -320,6 +325,8 @@ class SessionManager:
 
     def _note_kernels(self, cluster: Cluster) -> None:
         """A notebook kernel of the running job that was busy is use of the session."""
+        if self.config.idle_cancel_seconds(cluster.config) is None:
+            return
         s = cluster.session
         if s is not None and s.running:
             ago = kernel_activity(cluster.name, s.job_id)

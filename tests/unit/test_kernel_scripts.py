@@ -189,7 +189,8 @@ def test_a_start_asks_slurmctld_nothing_but_srun(cluster, tmp_path, job_folder_k
                                    node="vm", argv=[sys.executable, "-c", kernel,
                                                     "{connection_file}"],
                                    size=2, grace=0, srun=str(stubs / "srun"),
-                                   squeue=str(stubs / "squeue"), scancel=cluster["scancel"])
+                                   squeue=str(stubs / "squeue"), scancel=cluster["scancel"],
+                                   scontrol=str(stubs / "scontrol"))
     env = {**os.environ, "HOME": str(cluster["home"]),
            "PATH": f"{stubs}:{os.environ['PATH']}"}
     proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE,
